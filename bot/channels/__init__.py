@@ -1,0 +1,1 @@
+"""Channels: thin adapters that turn a platform's updates into events and render replies."""

@@ -1,0 +1,133 @@
+"""`hulpwijzer` subcommands: one library, one CLI over the same functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.config import Settings, load_settings
+from bot.errors import ConfigError, DataError
+
+log = logging.getLogger("hulpwijzer")
+
+
+def _settings(args: argparse.Namespace, require_secret: bool = False) -> Settings:
+    db = getattr(args, "db", None)
+    overrides = {"HULPWIJZER_DB": str(db)} if db else None
+    return load_settings(require_secret=require_secret, overrides=overrides)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from bot.app import build_assistant
+    from bot.channels import console
+
+    settings = _settings(args)
+    _configure_logging(settings.log_level)
+    if settings.secret_generated:
+        print(
+            f"(A new secret key was made in {settings.var_dir / 'secret.key'}; "
+            "it encrypts what is stored. Keep it private.)",
+            file=sys.stderr,
+        )
+    assistant = build_assistant(settings, with_nlu=not args.no_nlu)
+    for stream in (sys.stdout, sys.stdin):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(encoding="utf-8", errors="replace")
+    return console.run(assistant, sys.stdin, sys.stdout, lang=args.lang, mode=args.mode)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bot.checks import check_all
+
+    root = Path(args.root) if args.root else None
+    problems = check_all(root)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) found.", file=sys.stderr)
+        return 1
+    print("All data files are valid.")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from bot.app import build_assistant
+
+    settings = _settings(args)
+    assistant = build_assistant(settings, with_nlu=False)
+    removed = assistant.purge()
+    print(f"Purged {removed} idle session(s) older than {settings.session_ttl}.")
+    return 0
+
+
+def cmd_nlu(args: argparse.Namespace) -> int:
+    from bot import nlu
+
+    settings = _settings(args)
+    if args.nlu_command == "train":
+        return nlu.cmd_nlu_train(settings.nlu_dir, settings.var_dir)
+    if args.nlu_command == "eval":
+        path = Path(args.path) if args.path else None
+        return nlu.cmd_nlu_eval(settings.nlu_dir, settings.var_dir, path)
+    return nlu.cmd_nlu_classify(settings.nlu_dir, settings.var_dir, sys.stdin, sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hulpwijzer",
+        description="Hulpwijzer: triage and a personal plan after online abuse.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    chat = sub.add_parser("chat", help="talk to Hulpwijzer in the terminal")
+    chat.add_argument("--lang", choices=["nl", "en"], default=None)
+    chat.add_argument("--mode", choices=["user", "volunteer", "lesson"], default="user")
+    chat.add_argument("--db", type=Path, default=None, help="SQLite file (default var/)")
+    chat.add_argument("--no-nlu", action="store_true", help="buttons only, no text classifier")
+    chat.set_defaults(func=cmd_chat)
+
+    check = sub.add_parser("check", help="validate every data file and the flow graph")
+    check.add_argument("--root", default=None, help="project folder to check (default: this)")
+    check.set_defaults(func=cmd_check)
+
+    purge = sub.add_parser("purge", help="delete sessions idle longer than the TTL")
+    purge.add_argument("--db", type=Path, default=None)
+    purge.set_defaults(func=cmd_purge)
+
+    nlu = sub.add_parser("nlu", help="train, evaluate or try the text classifier")
+    nlu_sub = nlu.add_subparsers(dest="nlu_command", required=True)
+    nlu_sub.add_parser("train", help="train (or load from cache) the embedded classifier")
+    evaluate = nlu_sub.add_parser("eval", help="evaluate on nlu/tests or a given file/folder")
+    evaluate.add_argument("path", nargs="?", default=None)
+    nlu_sub.add_parser("classify", help="one message per line in, one JSON object per line out")
+    nlu.set_defaults(func=cmd_nlu)
+
+    # -- more subcommands register below (telegram, web, letter, script, qr) --
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except (ConfigError, DataError) as error:
+        problems = error.problems if isinstance(error, DataError) else [str(error)]
+        for problem in problems:
+            print(f"hulpwijzer: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
