@@ -84,6 +84,13 @@ def cmd_nlu(args: argparse.Namespace) -> int:
     return nlu.cmd_nlu_classify(settings.nlu_dir, settings.var_dir, sys.stdin, sys.stdout)
 
 
+def cmd_letter(args: argparse.Namespace) -> int:
+    from bot.config import PROJECT_ROOT
+    from bot.letters import cmd_letter as print_letter
+
+    return print_letter(args, PROJECT_ROOT / "data", sys.stdout, sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hulpwijzer",
@@ -113,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", nargs="?", default=None)
     nlu_sub.add_parser("classify", help="one message per line in, one JSON object per line out")
     nlu.set_defaults(func=cmd_nlu)
+
+    from bot.letters import add_letter_arguments
+
+    letter = sub.add_parser("letter", help="print a draft removal request, sheet or checklist")
+    add_letter_arguments(letter)
+    letter.set_defaults(func=cmd_letter)
 
     # -- more subcommands register below (telegram, web, letter, script, qr) --
     return parser
