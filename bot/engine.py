@@ -41,6 +41,12 @@ class CrisisSignal(Protocol):
     kind: str
 
 
+class LessonMode(Protocol):
+    """Practice mode for schools (bot/lesson.py); the engine hands lesson sessions to it."""
+
+    def step(self, session: Session, incoming: Incoming) -> tuple[Session | None, Outcome]: ...
+
+
 CrisisDetector = Callable[[str], CrisisSignal | None]
 
 
@@ -72,7 +78,9 @@ class TriageEngine:
         directory: Directory,
         detect_crisis: CrisisDetector,
         settings: EngineSettings | None = None,
+        lesson: LessonMode | None = None,
     ) -> None:
+        self.lesson = lesson
         self.flow = flow
         self.texts = texts
         self.directory = directory
@@ -91,6 +99,8 @@ class TriageEngine:
         if state.step not in self.flow.steps:
             state = self.new_session(state.lang, state.mode)
         out = _Turn(now=incoming.now)
+        if state.mode == "lesson" and self.lesson is not None and incoming.kind != "command":
+            return self.lesson.step(state, incoming)
         if incoming.kind == "command" or incoming.text.lstrip().startswith("/"):
             return self._command(state, incoming, out, fresh=session is None)
         if incoming.kind == "media":
@@ -170,6 +180,8 @@ class TriageEngine:
         if action == "start":
             lang, mode = self._start_payload(payload, s)
             s = self.new_session(lang, mode)
+            if mode == "lesson" and self.lesson is not None:
+                return self.lesson.step(s, incoming)
             if payload.lower() in self.flow.commands.get("lesson_payloads", []):
                 out.replies.append(Reply(self._t(s, "lesson.coming")))
             self._render_into(s, out)
@@ -474,6 +486,8 @@ class TriageEngine:
             lang = word
         elif word in self.flow.commands.get("volunteer_payloads", []):
             mode = "volunteer"
+        elif word in self.flow.commands.get("lesson_payloads", []) and self.lesson is not None:
+            mode = "lesson"
         return lang, mode
 
     # ------------------------------------------------------------------ letters (filled in later)
