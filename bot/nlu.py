@@ -31,15 +31,12 @@ from bot.events import Parse
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "1"
+MODEL_VERSION = "2"
 """Part of the cache key: bump it when features or model change so old caches retrain."""
 
 CRISIS_THRESHOLD = 0.35
 """Deliberately low: a crisis intent at or above this probability wins over any other."""
 
-FALLBACK_THRESHOLD = 0.30
-"""Below this top probability the embedded engine answers `out_of_scope` (like Rasa's
-FallbackClassifier), so the engine shows the options instead of guessing."""
 
 CRISIS_INTENTS = ("crisis_suicide", "crisis_danger")
 OUT_OF_SCOPE = "out_of_scope"
@@ -376,13 +373,10 @@ class Classifier(Protocol):
     def parse(self, text: str) -> Parse: ...
 
 
-def decide(
-    ranking: Sequence[tuple[str, float]],
-    entities: tuple[tuple[str, str], ...],
-    fallback_threshold: float,
-) -> Parse:
+def decide(ranking: Sequence[tuple[str, float]], entities: tuple[tuple[str, str], ...]) -> Parse:
     """Shared by both backends: a crisis intent at CRISIS_THRESHOLD wins even when it is not
-    on top; otherwise the top intent, or `out_of_scope` when the top is too unsure."""
+    on top (missing a crisis costs more than a needless check); otherwise the top intent.
+    Whether the top is sure enough to act on is the engine's call (its nlu_threshold)."""
     if not ranking:
         return Parse(OUT_OF_SCOPE, 0.0, entities)
     crisis = [(name, conf) for name, conf in ranking if name in CRISIS_INTENTS]
@@ -391,8 +385,6 @@ def decide(
         if conf >= CRISIS_THRESHOLD:
             return Parse(name, round(conf, 4), entities)
     name, conf = max(ranking, key=lambda item: item[1])
-    if name == "nlu_fallback" or conf < fallback_threshold:
-        return Parse(OUT_OF_SCOPE, round(conf, 4), entities)
     return Parse(name, round(conf, 4), entities)
 
 
@@ -407,18 +399,15 @@ class EmbeddedClassifier:
     """TF-IDF word and character n-grams into a calibrated linear SVM: trains in seconds on
     CPU, parses in well under a millisecond, and its probabilities mean what they say."""
 
-    def __init__(self, model: Any, extractor: EntityExtractor, fallback: float) -> None:
+    def __init__(self, model: Any, extractor: EntityExtractor) -> None:
         self._model = model
         self._labels: list[str] = [str(label) for label in model.classes_]
         self.extractor = extractor
-        self.fallback_threshold = fallback
         self.from_cache = False
         self.training_seconds = 0.0
 
     @classmethod
-    def train(
-        cls, data: TrainingData, fallback_threshold: float = FALLBACK_THRESHOLD
-    ) -> EmbeddedClassifier:
+    def train(cls, data: TrainingData) -> EmbeddedClassifier:
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
@@ -446,7 +435,7 @@ class EmbeddedClassifier:
         estimator: Any
         if folds >= 2:
             estimator = CalibratedClassifierCV(
-                LinearSVC(C=0.5, class_weight="balanced"),
+                LinearSVC(C=1.0, class_weight="balanced"),
                 cv=folds,
                 method="sigmoid",
                 ensemble=False,
@@ -455,7 +444,7 @@ class EmbeddedClassifier:
             estimator = LogisticRegression(C=20.0, max_iter=2000, class_weight="balanced")
         model = Pipeline([("features", features), ("classify", estimator)])
         model.fit(texts, labels)
-        classifier = cls(model, EntityExtractor.from_training_data(data), fallback_threshold)
+        classifier = cls(model, EntityExtractor.from_training_data(data))
         classifier.training_seconds = time.perf_counter() - started
         return classifier
 
@@ -482,7 +471,7 @@ class EmbeddedClassifier:
         return sorted(pairs, key=lambda item: item[1], reverse=True)
 
     def parse(self, text: str) -> Parse:
-        return decide(self.ranking(text), self.extractor.extract(text), self.fallback_threshold)
+        return decide(self.ranking(text), self.extractor.extract(text))
 
 
 def training_dir(nlu_dir: Path) -> Path:
@@ -570,7 +559,8 @@ class RasaClassifier:
 
     @staticmethod
     def from_rasa_json(body: Any) -> Parse:
-        """Map Rasa's parse JSON to Parse, with the same crisis and fallback rules."""
+        """Map Rasa's parse JSON to Parse with the same crisis rule as the embedded engine.
+        `nlu_fallback` is skipped: the engine applies its own threshold to the real intent."""
         if not isinstance(body, dict):
             raise ValueError("rasa answer is not an object")
         ranking: list[tuple[str, float]] = []
@@ -582,13 +572,14 @@ class RasaClassifier:
             top = (intent["name"], float(intent.get("confidence") or 0.0))
             if top not in ranking:
                 ranking.insert(0, top)
+        ranking = [(name, conf) for name, conf in ranking if name != "nlu_fallback"]
         entities: list[tuple[str, str]] = []
         for item in body.get("entities") or []:
             if isinstance(item, dict) and isinstance(item.get("entity"), str):
                 pair = (item["entity"], str(item.get("value", "")))
                 if pair not in entities:
                     entities.append(pair)
-        return decide(ranking, tuple(entities), fallback_threshold=0.0)
+        return decide(ranking, tuple(entities))
 
 
 def _error_kind(exc: BaseException) -> str:
