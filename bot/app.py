@@ -79,7 +79,8 @@ class Assistant:
         """One event for one person. Never raises for anything a user can send."""
         now = incoming.now or self._clock()
         incoming = replace(incoming, now=now)
-        if incoming.kind == "text" and self._classify and not incoming.text.lstrip().startswith("/"):
+        is_command = incoming.text.lstrip().startswith("/")
+        if incoming.kind == "text" and self._classify and not is_command:
             try:
                 parse = self._classify(incoming.text[:CLASSIFY_LIMIT])
                 incoming = replace(incoming, parse=parse)

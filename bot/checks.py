@@ -38,6 +38,9 @@ def check_all(root: Path | None = None) -> list[str]:
         CrisisRules.load(data / "crisis_rules.yml")
     except DataError as error:
         problems += error.problems
+    from bot.letters import check_templates
+
+    problems += check_templates(responses / "letters")
     if flow is not None and texts is not None:
         problems += _text_keys(flow, texts, data / "flow.yml")
     if flow is not None and not directory_problems:

@@ -72,8 +72,9 @@ def _secret(values: Mapping[str, str], var_dir: Path, require: bool) -> tuple[st
         return given, False
     if require:
         raise ConfigError(
-            "HULPWIJZER_SECRET is not set: a server channel needs it. Put it in .env "
-            "(see .env.example), e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(48))'`."
+            "HULPWIJZER_SECRET is not set: a server channel needs it. Put it in .env (see "
+            ".env.example), e.g. from "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`."
         )
     key_file = var_dir / "secret.key"
     if key_file.exists():

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from bot import letters
 from bot.directory import Directory, Organisation
-from bot.events import Button, Incoming, Outcome, Parse, Reply
+from bot.events import Button, Document, Incoming, Outcome, Parse, Reply
 from bot.flow import ERASE, RESUME, SUGGESTION, Advice, Flow, Option, Step, matches, resolve
 from bot.session import LANGUAGES, Session
 from bot.texts import Texts
@@ -31,6 +32,7 @@ SITUATIONS = (
 CRISIS_INTENTS = {"crisis_suicide": "crisis_suicide", "crisis_danger": "crisis_danger"}
 # Slots that describe the person, kept when they start on another situation.
 PERSON_SLOTS = ("who", "age")
+MINOR_AGES = ("u13", "a13_15", "a16_17")
 MAX_TEXT_LENGTH = 4000
 MAX_HISTORY = 60
 PLAN_TOP = 3
@@ -38,7 +40,8 @@ _BUTTON = re.compile(r"^(\d{1,6}):([a-z0-9_]{1,32}):([a-z0-9_]{1,24})$")
 
 
 class CrisisSignal(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
 
 class LessonMode(Protocol):
@@ -348,12 +351,19 @@ class TriageEngine:
 
     def _render_into(self, s: Session, out: Outcome) -> None:
         s.turn += 1
-        out.replies.append(self._reply_for_step(s, self.flow.step(s.step), _now(out)))
+        step = self.flow.step(s.step)
+        if step.kind == "letter_ready":
+            out.replies.extend(self._document_replies(s, None))
+        elif step.kind in ("aangifte", "evidence"):
+            out.replies.extend(self._document_replies(s, step.kind))
+        elif step.free_text not in ("urls", "name", "email"):
+            s.letter = {}
+        out.replies.append(self._reply_for_step(s, step, _now(out)))
 
     def _repeat(self, s: Session, out: Outcome, lead: str | None = None, **values: object) -> None:
         """Say why, then ask the current question again with fresh buttons."""
         if lead:
-            out.replies.append(Reply(self._t(s, lead, **values)))
+            out.replies.append(Reply(self.texts.get(s.lang, lead, None, **values)))
         self._render_into(s, out)
 
     def _reply_for_step(self, s: Session, step: Step, now: datetime | None) -> Reply:
@@ -431,7 +441,8 @@ class TriageEngine:
         )
         if route is None:
             return None
-        line = self._t(s, "route.line", platform=platform.name.get(s.lang), how=route.how.get(s.lang))
+        name, how = platform.name.get(s.lang), route.how.get(s.lang)
+        line = self._t(s, "route.line", platform=name, how=how)
         if route.url:
             line = f"{line} {self._t(s, 'route.url', url=route.url)}"
         return line
@@ -466,7 +477,9 @@ class TriageEngine:
             return self._t(s, "org.always")
         note = org.hours.note.get(s.lang) if org.hours.note else None
         state = org.is_open(now) if now is not None else None
-        status = {True: "org.open_now", False: "org.closed_now"}.get(state, "org.hours_weekly")
+        status = {True: "org.open_now", False: "org.closed_now"}[state] if state is not None else (
+            "org.hours_weekly"
+        )
         text = self._t(s, status, hours=self._weekly(s, org))
         return f"{text} ({note})" if note else text
 
@@ -490,6 +503,70 @@ class TriageEngine:
             mode = "lesson"
         return lang, mode
 
-    # ------------------------------------------------------------------ letters (filled in later)
+    # ------------------------------------------------------------------ letters
     def _letter_input(self, s: Session, step: Step, text: str, out: Outcome) -> None:
-        self._repeat(s, out)
+        """Web addresses, a name or an e-mail for one draft; kept only until it is made."""
+        try:
+            if step.free_text == "urls":
+                parts = text.split()
+                if len(parts) > letters.MAX_URLS:
+                    raise letters.LetterInputError("too_many_urls")
+                s.letter["urls"] = [letters.validate_url(part) for part in parts]
+            elif step.free_text == "name":
+                s.letter["name"] = letters.clean_text(text, letters.MAX_NAME_LEN)
+            else:
+                s.letter["email"] = letters.validate_email(text)
+        except letters.LetterInputError as error:
+            problem = letters.describe_error(error, s.lang)
+            self._repeat(s, out, lead="letter.invalid", problem=problem)
+            return
+        following = resolve(step.next, s.answers) if step.next is not None else None
+        self._goto(s, following or "plan", out, remember=True)
+
+    def _is_minor(self, s: Session) -> bool:
+        return s.answers.get("age") in MINOR_AGES
+
+    def _letter_kind(self, s: Session, situation: str, platform: str | None) -> str:
+        if platform == "google":
+            wanted = "delist"
+        elif situation == "doxing":
+            wanted = "avg"
+        else:
+            wanted = "dsa"
+        fitting = letters.kinds_for(situation, self._is_minor(s))
+        return wanted if wanted in fitting else fitting[0]
+
+    def _document_replies(self, s: Session, kind: str | None) -> list[Reply]:
+        """Draft a letter or sheet from the answers; personal fields are dropped right after."""
+        situation = s.answers.get("situation", "other")
+        platform = s.answers.get("letter_platform") if kind is None else None
+        personal, s.letter = s.letter, {}
+        try:
+            chosen = kind or self._letter_kind(s, situation, platform)
+            request = letters.LetterRequest(
+                kind=chosen,  # type: ignore[arg-type]
+                situation=situation,
+                lang=s.lang,
+                platform=platform,
+                urls=tuple(personal.get("urls", ())),
+                name=personal.get("name"),
+                email=personal.get("email"),
+                minor=self._is_minor(s),
+            )
+            letter = letters.draft(request, self.directory)
+        except letters.LetterInputError as error:
+            problem = letters.describe_error(error, s.lang)
+            return [Reply(self._t(s, "letter.invalid", problem=problem))]
+        document = Document(letter.filename, f"{letter.title}\n\n{letter.body}")
+        guide = "\n\n".join(
+            [
+                self._t(s, "letter.send_to_heading"),
+                letter.send_to,
+                self._t(s, "letter.next_heading"),
+                letter.next_steps,
+            ]
+        )
+        return [
+            Reply(f"{letter.title}\n\n{letter.body}", document=document, kind="document"),
+            Reply(guide),
+        ]

@@ -64,7 +64,9 @@ class Option(_Model):
     show_if: Condition = Field(default_factory=dict)
 
 
-StepKind = Literal["question", "plan", "plan_more", "input", "letter", "aangifte", "end"]
+StepKind = Literal[
+    "question", "plan", "plan_more", "input", "letter_ready", "aangifte", "evidence"
+]
 
 
 class Step(_Model):
@@ -159,7 +161,9 @@ def load_flow(path: Path) -> Flow:
     try:
         flow = Flow.model_validate(raw)
     except ValidationError as error:
-        raise DataError([f"{where}: {_location(e['loc'])}: {e['msg']}" for e in error.errors()])
+        raise DataError(
+            [f"{where}: {_location(e['loc'])}: {e['msg']}" for e in error.errors()]
+        ) from None
     problems = graph_problems(flow, where)
     if problems:
         raise DataError(problems)
