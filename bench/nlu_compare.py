@@ -130,6 +130,7 @@ def find_python310(explicit: str | None) -> str | None:
 
 
 def ensure_rasa(python: str, venv: Path) -> Path:
+    venv = venv.resolve()
     rasa = venv / "bin" / "rasa"
     if rasa.exists():
         return rasa

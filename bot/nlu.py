@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import numpy as np
 import yaml
 
 from bot.errors import DataError
@@ -31,7 +32,7 @@ from bot.events import Parse
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "2"
+MODEL_VERSION = "3"
 """Part of the cache key: bump it when features or model change so old caches retrain."""
 
 CRISIS_THRESHOLD = 0.35
@@ -402,6 +403,7 @@ class EmbeddedClassifier:
     def __init__(self, model: Any, extractor: EntityExtractor) -> None:
         self._model = model
         self._labels: list[str] = [str(label) for label in model.classes_]
+        self._scorer = _LinearScorer.of(model)
         self.extractor = extractor
         self.from_cache = False
         self.training_seconds = 0.0
@@ -466,12 +468,93 @@ class EmbeddedClassifier:
 
     def ranking(self, text: str) -> list[tuple[str, float]]:
         """Every intent with its calibrated probability, most likely first."""
-        probabilities = self._model.predict_proba([normalise(text)])[0]
+        probabilities = self.probabilities(normalise(text))
         pairs = [(label, float(p)) for label, p in zip(self._labels, probabilities, strict=True)]
         return sorted(pairs, key=lambda item: item[1], reverse=True)
 
+    def probabilities(self, normalised: str) -> Sequence[float]:
+        """predict_proba for one message; the fast scorer gives the same numbers."""
+        if self._scorer is not None:
+            fast: list[float] = self._scorer.probabilities(normalised).tolist()
+            return fast
+        return [float(p) for p in self._model.predict_proba([normalised])[0]]
+
     def parse(self, text: str) -> Parse:
         return decide(self.ranking(text), self.extractor.extract(text))
+
+
+class _LinearScorer:
+    """The fitted pipeline's predict_proba for one message in plain numpy. scikit-learn's
+    per-call checks cost milliseconds per message; this costs a fraction of one. Built
+    only for the shape we train (word + char TF-IDF -> sigmoid-calibrated linear SVM)."""
+
+    def __init__(
+        self,
+        vectorizers: Sequence[Any],
+        weights: np.ndarray[Any, Any],
+        intercept: np.ndarray[Any, Any],
+        slopes: np.ndarray[Any, Any],
+        offsets: np.ndarray[Any, Any],
+    ) -> None:
+        self.vectorizers = list(vectorizers)
+        self.weights = weights  # (features, intents), row per feature for a fast gather
+        self.intercept = intercept
+        self.slopes = slopes  # sigmoid calibration a, b per intent
+        self.offsets = offsets
+        self._blocks: list[tuple[Any, dict[str, int], np.ndarray[Any, Any], int]] | None = None
+
+    @classmethod
+    def of(cls, model: Any) -> _LinearScorer | None:
+        from sklearn.calibration import CalibratedClassifierCV
+
+        union = model.named_steps["features"]
+        calibrated = model.named_steps["classify"]
+        if not isinstance(calibrated, CalibratedClassifierCV) or calibrated.method != "sigmoid":
+            return None
+        if len(calibrated.calibrated_classifiers_) != 1 or len(calibrated.classes_) < 3:
+            return None
+        inner = calibrated.calibrated_classifiers_[0]
+        svm = inner.estimator
+        if list(svm.classes_) != list(calibrated.classes_):
+            return None
+        vectorizers = [vectorizer for _, vectorizer in union.transformer_list]
+        if not all(v.sublinear_tf and v.norm == "l2" and v.use_idf for v in vectorizers):
+            return None
+        return cls(
+            vectorizers,
+            np.ascontiguousarray(svm.coef_.T, dtype=np.float64),
+            np.asarray(svm.intercept_, dtype=np.float64),
+            np.array([[c.a_ for c in inner.calibrators], [c.b_ for c in inner.calibrators]]),
+            np.cumsum([0] + [len(v.vocabulary_) for v in vectorizers[:-1]]),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_blocks"] = None  # analyzers are rebuilt after loading
+        return state
+
+    def probabilities(self, normalised: str) -> np.ndarray[Any, Any]:
+        if self._blocks is None:
+            self._blocks = [
+                (v.build_analyzer(), v.vocabulary_, v.idf_, int(offset))
+                for v, offset in zip(self.vectorizers, self.offsets, strict=True)
+            ]
+        scores = self.intercept.copy()
+        for analyzer, vocabulary, idf, offset in self._blocks:
+            counts = Counter(vocabulary[g] for g in analyzer(normalised) if g in vocabulary)
+            if not counts:
+                continue
+            index = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
+            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            values = (np.log(tf) + 1.0) * idf[index]
+            values /= np.sqrt(values @ values)
+            scores += values @ self.weights[index + offset]
+        calibrated = 1.0 / (1.0 + np.exp(self.slopes[0] * scores + self.slopes[1]))
+        total = calibrated.sum()
+        if total == 0:
+            return np.full_like(calibrated, 1.0 / len(calibrated))
+        result: np.ndarray[Any, Any] = calibrated / total
+        return result
 
 
 def training_dir(nlu_dir: Path) -> Path:

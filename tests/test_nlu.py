@@ -32,6 +32,7 @@ from bot.nlu import (
     cmd_nlu_classify,
     cmd_nlu_eval,
     cmd_nlu_train,
+    crisis_rule,
     decide,
     evaluate,
     final_intent,
@@ -284,6 +285,29 @@ def test_classifier_parse_picks_the_likely_intent(fixture_model: EmbeddedClassif
     assert fixture_model.parse("hoi").intent == "greet"
 
 
+def test_fast_scorer_matches_scikit_learn(fixture_model: EmbeddedClassifier) -> None:
+    model: Any = fixture_model._model
+    assert fixture_model._scorer is not None
+    texts = [e.text for e in load_training_data(FIXTURE / "tests").examples]
+    for text in [*texts, "", "zzqqxx", "!!!", "HEEEELP op insta"]:
+        fast = fixture_model.probabilities(normalise(text))
+        reference = model.predict_proba([normalise(text)])[0]
+        assert list(fast) == pytest.approx(list(reference), abs=1e-9)
+
+
+def test_tiny_data_trains_without_calibration_folds(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.yml").write_text(
+        "nlu:\n- intent: greet\n  examples: |\n    - hoi\n"
+        "- intent: bullying\n  examples: |\n    - ze pesten me\n"
+        "- intent: deny\n  examples: |\n    - nee\n",
+        "utf-8",
+    )
+    model = EmbeddedClassifier.load_or_train(tmp_path, tmp_path / "cache")
+    assert model.parse("hoi hoi").intent == "greet"
+    assert sum(model.probabilities("ze pesten")) == pytest.approx(1.0)
+
+
 def test_decide_lets_a_low_crisis_probability_win() -> None:
     ranking = [("threat", 0.5), ("crisis_danger", CRISIS_THRESHOLD), ("bullying", 0.15)]
     assert decide(ranking, ()).intent == "crisis_danger"
@@ -306,7 +330,8 @@ def test_danger_rule_maps_to_crisis_danger() -> None:
 
 
 def test_classifier_crisis_is_kept_when_rules_are_silent() -> None:
-    text = "alles is zwart en ik zie het niet meer zitten"
+    text = "het heeft allemaal geen zin meer"
+    assert crisis_rule(text) is None  # the case where only the classifier sees it
     assert final_intent(text, Parse("crisis_suicide", 0.4)) == Parse("crisis_suicide", 0.4)
     assert final_intent("hoi", Parse("greet", 0.9)) == Parse("greet", 0.9)
     # below the crisis threshold the engine must not act on it: it shows options instead
