@@ -194,6 +194,9 @@ class TriageEngine:
             out.wipe_chat = action == "wipe"
             out.replies.append(Reply(self._t(s, "stop.done" if action == "stop" else "wipe.done")))
             return None, out
+        if s.mode == "lesson" and self.lesson is not None:
+            # Help, language, back and the like mean something else in a practice lesson.
+            return self.lesson.step(s, incoming)
         if fresh and action not in ("language",):
             self._render_into(s, out)
             return s, out
@@ -219,6 +222,9 @@ class TriageEngine:
 
     # ------------------------------------------------------------------ moving through the graph
     def _choose(self, s: Session, step: Step, option: Option, out: Outcome) -> None:
+        suggested = s.suggestion
+        if step.id == "confirm_situation":
+            s.suggestion = None  # answered, whatever the answer
         if "situation" in option.set:
             self._forget_situation(s)
         for slot, value in option.set.items():
@@ -232,7 +238,7 @@ class TriageEngine:
             self._repeat(s, out)
             return
         if name == SUGGESTION:
-            self._accept_suggestion(s, out)
+            self._accept_suggestion(s, suggested, out)
             return
         if name == ERASE:
             out.erase = True
@@ -240,10 +246,9 @@ class TriageEngine:
             return
         self._goto(s, name, out, remember=step.id not in self.flow.entry_points)
 
-    def _accept_suggestion(self, s: Session, out: Outcome) -> None:
+    def _accept_suggestion(self, s: Session, suggested: str | None, out: Outcome) -> None:
         situation_step = self.flow.step("situation")
-        option = situation_step.option(s.suggestion or "")
-        s.suggestion = None
+        option = situation_step.option(suggested or "")
         if option is None:
             self._goto(s, "situation", out, remember=False)
             return
@@ -446,6 +451,10 @@ class TriageEngine:
         if route.url:
             line = f"{line} {self._t(s, 'route.url', url=route.url)}"
         return line
+
+    def organisation_text(self, lang: str, org_id: str, now: datetime | None = None) -> str:
+        """One organisation's contact line exactly as the plan shows it (lesson, script)."""
+        return self._org_block(Session(lang=lang), org_id, now)
 
     def _org_block(self, s: Session, org_id: str, now: datetime | None) -> str:
         org: Organisation | None = self.directory.organisations.get(org_id)
