@@ -36,7 +36,8 @@ MODEL_VERSION = "3"
 """Part of the cache key: bump it when features or model change so old caches retrain."""
 
 CRISIS_THRESHOLD = 0.35
-"""Deliberately low: a crisis intent at or above this probability wins over any other."""
+"""Deliberately low: a classifier's crisis intent at or above this confidence interrupts
+the conversation (the engine's crisis_threshold is the same number)."""
 
 
 CRISIS_INTENTS = ("crisis_suicide", "crisis_danger")
@@ -375,16 +376,12 @@ class Classifier(Protocol):
 
 
 def decide(ranking: Sequence[tuple[str, float]], entities: tuple[tuple[str, str], ...]) -> Parse:
-    """Shared by both backends: a crisis intent at CRISIS_THRESHOLD wins even when it is not
-    on top (missing a crisis costs more than a needless check); otherwise the top intent.
-    Whether the top is sure enough to act on is the engine's call (its nlu_threshold)."""
+    """The top intent with its confidence, for both backends. Whether it is sure enough to
+    act on is the engine's call (nlu_threshold; crisis_threshold for crisis intents).
+    A crisis intent that is not on top is not promoted: on our data that raised false
+    alarms ("ik wil iets vragen") while the rules already caught every crisis sentence."""
     if not ranking:
         return Parse(OUT_OF_SCOPE, 0.0, entities)
-    crisis = [(name, conf) for name, conf in ranking if name in CRISIS_INTENTS]
-    if crisis:
-        name, conf = max(crisis, key=lambda item: item[1])
-        if conf >= CRISIS_THRESHOLD:
-            return Parse(name, round(conf, 4), entities)
     name, conf = max(ranking, key=lambda item: item[1])
     return Parse(name, round(conf, 4), entities)
 
@@ -642,8 +639,8 @@ class RasaClassifier:
 
     @staticmethod
     def from_rasa_json(body: Any) -> Parse:
-        """Map Rasa's parse JSON to Parse with the same crisis rule as the embedded engine.
-        `nlu_fallback` is skipped: the engine applies its own threshold to the real intent."""
+        """Map Rasa's parse JSON to Parse. `nlu_fallback` is skipped for the best real
+        intent: the engine applies its own threshold, as for the embedded engine."""
         if not isinstance(body, dict):
             raise ValueError("rasa answer is not an object")
         ranking: list[tuple[str, float]] = []

@@ -308,11 +308,9 @@ def test_tiny_data_trains_without_calibration_folds(tmp_path: Path) -> None:
     assert sum(model.probabilities("ze pesten")) == pytest.approx(1.0)
 
 
-def test_decide_lets_a_low_crisis_probability_win() -> None:
-    ranking = [("threat", 0.5), ("crisis_danger", CRISIS_THRESHOLD), ("bullying", 0.15)]
-    assert decide(ranking, ()).intent == "crisis_danger"
-    assert decide([("threat", 0.5), ("crisis_danger", 0.2)], ()) == Parse("threat", 0.5)
-    assert decide([("threat", 0.25), ("bullying", 0.2)], ()) == Parse("threat", 0.25)
+def test_decide_returns_the_top_intent() -> None:
+    ranking = [("crisis_danger", CRISIS_THRESHOLD), ("threat", 0.5), ("bullying", 0.15)]
+    assert decide(ranking, (("age", "15"),)) == Parse("threat", 0.5, (("age", "15"),))
     assert decide([], ()) == Parse("out_of_scope", 0.0)
 
 
@@ -457,16 +455,11 @@ def test_commands_never_reach_the_rasa_server(fake_rasa: str) -> None:
     assert FakeRasa.received == []
 
 
-def test_rasa_crisis_in_the_ranking_wins() -> None:
-    body = {
-        "intent": {"name": "threat", "confidence": 0.55},
-        "intent_ranking": [
-            {"name": "threat", "confidence": 0.55},
-            {"name": "crisis_danger", "confidence": 0.4},
-        ],
-        "entities": [],
-    }
+def test_rasa_json_without_ranking_uses_the_intent() -> None:
+    body = {"intent": {"name": "crisis_danger", "confidence": 0.4}, "entities": None}
     assert RasaClassifier.from_rasa_json(body) == Parse("crisis_danger", 0.4)
+    with pytest.raises(ValueError):
+        RasaClassifier.from_rasa_json(["not", "an", "object"])
 
 
 # ------------------------------------------------------------------------- evaluation and CLI
