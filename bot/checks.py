@@ -7,7 +7,7 @@ from pathlib import Path
 from bot.config import PROJECT_ROOT
 from bot.directory import check_directory, load_directory
 from bot.errors import DataError
-from bot.flow import Flow, load_flow
+from bot.flow import Flow, graph_problems, load_flow
 from bot.session import LANGUAGES
 from bot.texts import Texts
 
@@ -21,15 +21,13 @@ def check_all(root: Path | None = None) -> list[str]:
     data, responses = base / "data", base / "responses"
     problems: list[str] = []
     flow: Flow | None = None
-    texts: Texts | None = None
     try:
-        flow = load_flow(data / "flow.yml")
+        flow = load_flow(data / "flow.yml", check_graph=False)
+        problems += graph_problems(flow, str(data / "flow.yml"))
     except DataError as error:
         problems += error.problems
-    try:
-        texts = Texts.load(responses)
-    except DataError as error:
-        problems += error.problems
+    texts, text_problems = Texts.read(responses)
+    problems += text_problems
     directory_problems = check_directory(data)
     problems += directory_problems
     try:

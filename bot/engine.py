@@ -36,6 +36,30 @@ MINOR_AGES = ("u13", "a13_15", "a16_17")
 MAX_TEXT_LENGTH = 4000
 MAX_HISTORY = 60
 PLAN_TOP = 3
+# Common function words, to answer a first message in the language it was written in.
+_ENGLISH = frozenset(
+    "i im i'm me my the a is are was he she they you your it to and of in on at now right "
+    "want don't dont can help please someone outside house home with this that what".split()
+)
+_DUTCH = frozenset(
+    "ik me mij mijn mn de het een is zijn was hij zij ze je jij jouw u nu wil niet kan "
+    "help hulp iemand voor deur huis thuis met dit dat wat van en op bij".split()
+)
+_WORD = re.compile(r"[a-z']+")
+
+
+def guess_language(text: str) -> str | None:
+    """'en' or 'nl' when the words clearly lean one way, else None."""
+    words = _WORD.findall(text.lower())
+    english = sum(w in _ENGLISH and w not in _DUTCH for w in words)
+    dutch = sum(w in _DUTCH and w not in _ENGLISH for w in words)
+    if english >= 2 and english > 2 * dutch:
+        return "en"
+    if dutch >= 2 and dutch > 2 * english:
+        return "nl"
+    return None
+
+
 _BUTTON = re.compile(r"^(\d{1,6}):([a-z0-9_]{1,32}):([a-z0-9_]{1,24})$")
 
 
@@ -120,6 +144,8 @@ class TriageEngine:
     # ------------------------------------------------------------------ kinds of input
     def _text(self, s: Session, incoming: Incoming, out: Outcome, fresh: bool) -> None:
         text = incoming.text
+        if fresh:
+            s.lang = guess_language(text[:MAX_TEXT_LENGTH]) or s.lang
         crisis = self._crisis(text, incoming.parse)
         if crisis:
             self._interrupt(s, crisis, out)
@@ -307,10 +333,7 @@ class TriageEngine:
         self._render_into(s, out)
 
     def _forget_situation(self, s: Session) -> None:
-        kept = {k: v for k, v in s.answers.items() if k in PERSON_SLOTS}
-        if "platform" in s.answers and s.suggestion:
-            kept["platform"] = s.answers["platform"]
-        s.answers = kept
+        s.answers = {k: v for k, v in s.answers.items() if k in PERSON_SLOTS}
 
     def _prefill(self, s: Session, parse: Parse) -> None:
         known = set(self.directory.platforms)

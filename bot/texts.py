@@ -47,6 +47,14 @@ class Texts:
 
     @classmethod
     def load(cls, responses_dir: Path) -> Texts:
+        texts, problems = cls.read(responses_dir)
+        if problems:
+            raise DataError(problems)
+        return texts
+
+    @classmethod
+    def read(cls, responses_dir: Path) -> tuple[Texts, list[str]]:
+        """The catalogue as far as it could be read, and every problem found."""
         catalogues: dict[str, dict[str, str]] = {}
         problems: list[str] = []
         for lang in LANGUAGES:
@@ -68,9 +76,7 @@ class Texts:
             catalogues[lang] = entries
         texts = cls(catalogues)
         problems.extend(texts.problems(responses_dir))
-        if problems:
-            raise DataError(problems)
-        return texts
+        return texts, problems
 
     def problems(self, responses_dir: Path | None = None) -> list[str]:
         """Keys missing in a language and placeholders that differ between languages."""

@@ -51,7 +51,7 @@ def test_english_and_volunteer_mode_from_the_command_line(tmp_path: Path) -> Non
     result = _chat(tmp_path, ["2"], "--lang", "en", "--mode", "volunteer")
     assert result.returncode == 0, result.stderr
     assert "[Volunteer" in result.stdout
-    assert "Are you safe right now?" in result.stdout
+    assert "are you safe right now?" in result.stdout
 
 
 def test_stop_in_the_terminal_erases_the_stored_session(tmp_path: Path) -> None:
