@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import re
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from bot.events import Parse
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "3"
+MODEL_VERSION = "4"
 """Part of the cache key: bump it when features or model change so old caches retrain."""
 
 CRISIS_THRESHOLD = 0.35
@@ -395,55 +394,28 @@ class NoClassifier:
 
 class EmbeddedClassifier:
     """TF-IDF word and character n-grams into a calibrated linear SVM: trains in seconds on
-    CPU, parses in well under a millisecond, and its probabilities mean what they say."""
+    CPU and its probabilities mean what they say. scikit-learn is needed only to train;
+    a cached model is plain arrays, so starting the bot does not import it."""
 
-    def __init__(self, model: Any, extractor: EntityExtractor) -> None:
-        self._model = model
-        self._labels: list[str] = [str(label) for label in model.classes_]
-        self._scorer = _LinearScorer.of(model)
+    def __init__(self, scorer: LinearScorer, extractor: EntityExtractor) -> None:
+        self.scorer = scorer
         self.extractor = extractor
         self.from_cache = False
         self.training_seconds = 0.0
 
+    @property
+    def labels(self) -> list[str]:
+        return list(self.scorer.labels)
+
     @classmethod
     def train(cls, data: TrainingData) -> EmbeddedClassifier:
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import FeatureUnion, Pipeline
-        from sklearn.svm import LinearSVC
-
-        if len(data.intents) < 2:
-            raise DataError([f"{', '.join(map(str, data.files))}: need at least two intents"])
         started = time.perf_counter()
         texts = [normalise(example.text) for example in data.examples]
         labels = [example.intent for example in data.examples]
-        features = FeatureUnion(
-            [
-                ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
-                (
-                    "char",
-                    TfidfVectorizer(
-                        analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=1
-                    ),
-                ),
-            ]
-        )
-        smallest = min(Counter(labels).values())
-        folds = min(5, smallest)
-        estimator: Any
-        if folds >= 2:
-            estimator = CalibratedClassifierCV(
-                LinearSVC(C=1.0, class_weight="balanced"),
-                cv=folds,
-                method="sigmoid",
-                ensemble=False,
-            )
-        else:  # too few examples per intent to calibrate by cross-validation
-            estimator = LogisticRegression(C=20.0, max_iter=2000, class_weight="balanced")
-        model = Pipeline([("features", features), ("classify", estimator)])
-        model.fit(texts, labels)
-        classifier = cls(model, EntityExtractor.from_training_data(data))
+        if len(set(labels)) < 3:
+            raise DataError([f"{', '.join(map(str, data.files))}: need at least three intents"])
+        scorer = LinearScorer.from_pipeline(fit_pipeline(texts, labels))
+        classifier = cls(scorer, EntityExtractor.from_training_data(data))
         classifier.training_seconds = time.perf_counter() - started
         return classifier
 
@@ -454,7 +426,7 @@ class EmbeddedClassifier:
         data_dir = training_dir(nlu_dir)
         files = data_files(data_dir)
         key = cache_key(files, data_dir)
-        path = cache_dir / f"nlu-{key[:24]}.pickle"
+        path = cache_dir / f"nlu-{key[:24]}.npz"
         cached = _read_cache(path, key)
         if cached is not None:
             cached.from_cache = True
@@ -463,95 +435,163 @@ class EmbeddedClassifier:
         _write_cache(path, key, classifier)
         return classifier
 
+    def probabilities(self, normalised: str) -> list[float]:
+        """Calibrated probability per intent, in the order of `labels`."""
+        result: list[float] = self.scorer.probabilities(normalised).tolist()
+        return result
+
     def ranking(self, text: str) -> list[tuple[str, float]]:
         """Every intent with its calibrated probability, most likely first."""
-        probabilities = self.probabilities(normalise(text))
-        pairs = [(label, float(p)) for label, p in zip(self._labels, probabilities, strict=True)]
+        pairs = zip(self.scorer.labels, self.probabilities(normalise(text)), strict=True)
         return sorted(pairs, key=lambda item: item[1], reverse=True)
-
-    def probabilities(self, normalised: str) -> Sequence[float]:
-        """predict_proba for one message; the fast scorer gives the same numbers."""
-        if self._scorer is not None:
-            fast: list[float] = self._scorer.probabilities(normalised).tolist()
-            return fast
-        return [float(p) for p in self._model.predict_proba([normalised])[0]]
 
     def parse(self, text: str) -> Parse:
         return decide(self.ranking(text), self.extractor.extract(text))
 
 
-class _LinearScorer:
-    """The fitted pipeline's predict_proba for one message in plain numpy. scikit-learn's
-    per-call checks cost milliseconds per message; this costs a fraction of one. Built
-    only for the shape we train (word + char TF-IDF -> sigmoid-calibrated linear SVM)."""
+def fit_pipeline(texts: Sequence[str], labels: Sequence[str]) -> Any:
+    """The scikit-learn model. LinearScorer reproduces its predict_proba without it."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion, Pipeline
+    from sklearn.svm import LinearSVC
+
+    features = FeatureUnion(
+        [
+            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
+        ]
+    )
+    folds = min(5, min(Counter(labels).values()))
+    estimator: Any
+    if folds >= 2:
+        svm = LinearSVC(C=1.0, class_weight="balanced")
+        estimator = CalibratedClassifierCV(svm, cv=folds, method="sigmoid", ensemble=False)
+    else:  # too few examples per intent to calibrate by cross-validation
+        estimator = LogisticRegression(C=20.0, max_iter=2000, class_weight="balanced")
+    model = Pipeline([("features", features), ("classify", estimator)])
+    model.fit(list(texts), list(labels))
+    return model
+
+
+_WORD_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
+_WHITESPACES = re.compile(r"\s\s+")
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One TF-IDF vectoriser (sublinear tf, l2 norm) as plain data."""
+
+    analyzer: str  # "word" or "char_wb"
+    ngram: tuple[int, int]
+    vocabulary: Mapping[str, int]
+    idf: np.ndarray[Any, Any]
+    offset: int
+
+    def grams(self, text: str) -> list[str]:
+        """The same n-grams as scikit-learn's analyzers (checked by a test)."""
+        low, high = self.ngram
+        text = text.lower()
+        grams: list[str] = []
+        if self.analyzer == "word":
+            tokens = _WORD_TOKEN.findall(text)
+            for n in range(low, high + 1):
+                grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+            return grams
+        for word in _WHITESPACES.sub(" ", text).split():
+            padded = f" {word} "
+            for n in range(low, high + 1):
+                grams.extend(padded[i : i + n] for i in range(max(1, len(padded) - n + 1)))
+                if len(padded) <= n:
+                    break  # a word shorter than n counts once, as in scikit-learn
+        return grams
+
+
+class LinearScorer:
+    """predict_proba of the fitted pipeline, in numpy: per message that is a fraction of a
+    millisecond instead of several, and loading it needs neither scikit-learn nor pickle."""
 
     def __init__(
         self,
-        vectorizers: Sequence[Any],
+        labels: Sequence[str],
+        blocks: Sequence[_Block],
         weights: np.ndarray[Any, Any],
         intercept: np.ndarray[Any, Any],
+        calibration: str,
         slopes: np.ndarray[Any, Any],
-        offsets: np.ndarray[Any, Any],
     ) -> None:
-        self.vectorizers = list(vectorizers)
-        self.weights = weights  # (features, intents), row per feature for a fast gather
+        self.labels = tuple(labels)
+        self.blocks = tuple(blocks)
+        self.weights = weights  # (features, intents): one row per feature, for a fast gather
         self.intercept = intercept
-        self.slopes = slopes  # sigmoid calibration a, b per intent
-        self.offsets = offsets
-        self._blocks: list[tuple[Any, dict[str, int], np.ndarray[Any, Any], int]] | None = None
+        self.calibration = calibration  # "sigmoid" (one-vs-rest, normalised) or "softmax"
+        self.slopes = slopes  # sigmoid a and b per intent (2, intents); empty for softmax
 
     @classmethod
-    def of(cls, model: Any) -> _LinearScorer | None:
+    def from_pipeline(cls, model: Any) -> LinearScorer:
         from sklearn.calibration import CalibratedClassifierCV
 
         union = model.named_steps["features"]
-        calibrated = model.named_steps["classify"]
-        if not isinstance(calibrated, CalibratedClassifierCV) or calibrated.method != "sigmoid":
-            return None
-        if len(calibrated.calibrated_classifiers_) != 1 or len(calibrated.classes_) < 3:
-            return None
-        inner = calibrated.calibrated_classifiers_[0]
-        svm = inner.estimator
-        if list(svm.classes_) != list(calibrated.classes_):
-            return None
-        vectorizers = [vectorizer for _, vectorizer in union.transformer_list]
-        if not all(v.sublinear_tf and v.norm == "l2" and v.use_idf for v in vectorizers):
-            return None
+        estimator = model.named_steps["classify"]
+        labels = [str(label) for label in estimator.classes_]
+        blocks: list[_Block] = []
+        offset = 0
+        for _, vectorizer in union.transformer_list:
+            assert vectorizer.sublinear_tf and vectorizer.norm == "l2" and vectorizer.use_idf
+            vocabulary = {str(term): int(index) for term, index in vectorizer.vocabulary_.items()}
+            blocks.append(
+                _Block(
+                    analyzer=str(vectorizer.analyzer),
+                    ngram=tuple(vectorizer.ngram_range),
+                    vocabulary=vocabulary,
+                    idf=np.asarray(vectorizer.idf_, dtype=np.float64),
+                    offset=offset,
+                )
+            )
+            offset += len(vocabulary)
+        if isinstance(estimator, CalibratedClassifierCV):
+            [inner] = estimator.calibrated_classifiers_
+            linear = inner.estimator
+            assert [str(c) for c in linear.classes_] == labels and estimator.method == "sigmoid"
+            calibration = "sigmoid"
+            a_b = [[c.a_ for c in inner.calibrators], [c.b_ for c in inner.calibrators]]
+            slopes = np.asarray(a_b, dtype=np.float64)
+        else:
+            linear = estimator
+            calibration = "softmax"
+            slopes = np.zeros((0, len(labels)))
         return cls(
-            vectorizers,
-            np.ascontiguousarray(svm.coef_.T, dtype=np.float64),
-            np.asarray(svm.intercept_, dtype=np.float64),
-            np.array([[c.a_ for c in inner.calibrators], [c.b_ for c in inner.calibrators]]),
-            np.cumsum([0] + [len(v.vocabulary_) for v in vectorizers[:-1]]),
+            labels,
+            blocks,
+            np.ascontiguousarray(linear.coef_.T, dtype=np.float64),
+            np.asarray(linear.intercept_, dtype=np.float64),
+            calibration,
+            slopes,
         )
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_blocks"] = None  # analyzers are rebuilt after loading
-        return state
-
     def probabilities(self, normalised: str) -> np.ndarray[Any, Any]:
-        if self._blocks is None:
-            self._blocks = [
-                (v.build_analyzer(), v.vocabulary_, v.idf_, int(offset))
-                for v, offset in zip(self.vectorizers, self.offsets, strict=True)
-            ]
         scores = self.intercept.copy()
-        for analyzer, vocabulary, idf, offset in self._blocks:
-            counts = Counter(vocabulary[g] for g in analyzer(normalised) if g in vocabulary)
+        for block in self.blocks:
+            vocabulary = block.vocabulary
+            counts = Counter(vocabulary[g] for g in block.grams(normalised) if g in vocabulary)
             if not counts:
                 continue
             index = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
             tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-            values = (np.log(tf) + 1.0) * idf[index]
+            values = (np.log(tf) + 1.0) * block.idf[index]
             values /= np.sqrt(values @ values)
-            scores += values @ self.weights[index + offset]
+            scores += values @ self.weights[index + block.offset]
+        if self.calibration == "softmax":
+            exp = np.exp(scores - scores.max())
+            softmax: np.ndarray[Any, Any] = exp / exp.sum()
+            return softmax
         calibrated = 1.0 / (1.0 + np.exp(self.slopes[0] * scores + self.slopes[1]))
         total = calibrated.sum()
         if total == 0:
             return np.full_like(calibrated, 1.0 / len(calibrated))
-        result: np.ndarray[Any, Any] = calibrated / total
-        return result
+        normalised_scores: np.ndarray[Any, Any] = calibrated / total
+        return normalised_scores
 
 
 def training_dir(nlu_dir: Path) -> Path:
@@ -560,13 +600,10 @@ def training_dir(nlu_dir: Path) -> Path:
 
 
 def cache_key(files: Sequence[Path], root: Path) -> str:
-    """SHA-256 over the training files' names and bytes plus model and library versions:
-    any edit, and any scikit-learn upgrade (pickles are not portable), retrains."""
-    import sklearn
-
+    """SHA-256 over the training files' names and bytes plus the model version: any edit
+    to the data, or to how we train, retrains."""
     digest = hashlib.sha256()
-    digest.update(f"model={MODEL_VERSION};sklearn={sklearn.__version__}".encode())
-    digest.update(f";py={sys.version_info[:2]}".encode())
+    digest.update(f"model={MODEL_VERSION}".encode())
     for file in files:
         name = file.relative_to(root).as_posix() if root in file.parents else file.name
         digest.update(b"\0" + name.encode())
@@ -575,41 +612,79 @@ def cache_key(files: Sequence[Path], root: Path) -> str:
 
 
 def _read_cache(path: Path, key: str) -> EmbeddedClassifier | None:
+    """Arrays and JSON in an .npz, loaded with allow_pickle=False: a cache file can at worst
+    be wrong (then we retrain), never run code."""
     try:
-        with path.open("rb") as handle:
-            # Our own file in var/ (mode 0600) whose name and header carry the data hash.
-            payload = pickle.load(handle)  # noqa: S301
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(archive["meta"].tobytes().decode("utf-8"))
+            if meta.get("key") != key:
+                logger.warning("nlu cache does not match the training data, retraining")
+                return None
+            blocks = [
+                _Block(
+                    analyzer=block["analyzer"],
+                    ngram=(int(block["ngram"][0]), int(block["ngram"][1])),
+                    vocabulary=block["vocabulary"],
+                    idf=archive[f"idf{number}"],
+                    offset=int(block["offset"]),
+                )
+                for number, block in enumerate(meta["blocks"])
+            ]
+            scorer = LinearScorer(
+                meta["labels"],
+                blocks,
+                archive["weights"],
+                archive["intercept"],
+                meta["calibration"],
+                archive["slopes"],
+            )
+            extractor = EntityExtractor(dict(meta["platform_variants"]))
     except FileNotFoundError:
         return None
     except Exception as exc:  # a corrupt or foreign cache is retrained, never fatal
         logger.warning("nlu cache unreadable, retraining: %s", type(exc).__name__)
         return None
-    if (
-        not isinstance(payload, dict)
-        or payload.get("key") != key
-        or not isinstance(payload.get("classifier"), EmbeddedClassifier)
-    ):
-        logger.warning("nlu cache does not match the training data, retraining")
+    if scorer.weights.shape != (sum(len(b.vocabulary) for b in blocks), len(scorer.labels)):
+        logger.warning("nlu cache is inconsistent, retraining")
         return None
-    classifier: EmbeddedClassifier = payload["classifier"]
-    return classifier
+    return EmbeddedClassifier(scorer, extractor)
 
 
 def _write_cache(path: Path, key: str, classifier: EmbeddedClassifier) -> None:
-    """Atomic (temp file + os.replace) and private (0600); old models are removed."""
+    """Atomic (temp file + os.replace) and private (0600); older models are removed."""
+    scorer = classifier.scorer
+    meta = {
+        "key": key,
+        "labels": list(scorer.labels),
+        "calibration": scorer.calibration,
+        "blocks": [
+            {
+                "analyzer": block.analyzer,
+                "ngram": list(block.ngram),
+                "vocabulary": dict(block.vocabulary),
+                "offset": block.offset,
+            }
+            for block in scorer.blocks
+        ],
+        "platform_variants": dict(classifier.extractor.variants),
+    }
+    arrays = {f"idf{number}": block.idf for number, block in enumerate(scorer.blocks)}
+    arrays |= {"weights": scorer.weights, "intercept": scorer.intercept}
+    arrays |= {"slopes": scorer.slopes}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".nlu-", suffix=".tmp")
     try:
         os.fchmod(handle, 0o600)
         with os.fdopen(handle, "wb") as temp:
-            pickle.dump({"key": key, "classifier": classifier}, temp, protocol=5)
+            np.savez(temp, allow_pickle=False, **arrays)
             temp.flush()
             os.fsync(temp.fileno())
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    for old in path.parent.glob("nlu-*.pickle"):
+    for old in [*path.parent.glob("nlu-*.npz"), *path.parent.glob("nlu-*.pickle")]:
         if old != path:
             old.unlink(missing_ok=True)
 

@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from bot.nlu import (
     PLATFORMS,
     EmbeddedClassifier,
     EntityExtractor,
+    LinearScorer,
     NoClassifier,
     RasaClassifier,
     cmd_nlu_classify,
@@ -36,6 +39,7 @@ from bot.nlu import (
     decide,
     evaluate,
     final_intent,
+    fit_pipeline,
     load_training_data,
     make_classifier,
     normalise,
@@ -44,7 +48,8 @@ from bot.nlu import (
 )
 
 FIXTURE = Path(__file__).parent / "data" / "nlu_fixture"
-REAL_NLU = Path(__file__).resolve().parent.parent / "nlu"
+ROOT = Path(__file__).resolve().parent.parent
+REAL_NLU = ROOT / "nlu"
 
 SITUATIONS = (
     "image_abuse", "sextortion", "bullying", "stalking", "doxing", "threat", "impersonation",
@@ -221,7 +226,7 @@ def test_cache_loads_without_retraining_and_is_private(nlu_copy: Path, tmp_path:
     cache = tmp_path / "cache"
     first = EmbeddedClassifier.load_or_train(nlu_copy, cache)
     assert not first.from_cache
-    [cached] = cache.glob("nlu-*.pickle")
+    [cached] = cache.glob("nlu-*.npz")
     assert cached.stat().st_mode & 0o777 == 0o600
     assert not list(cache.glob(".nlu-*"))  # no temp files left behind
     mtime = cached.stat().st_mtime_ns
@@ -236,25 +241,51 @@ def test_changing_a_data_file_retrains_and_replaces_the_cache(
 ) -> None:
     cache = tmp_path / "cache"
     EmbeddedClassifier.load_or_train(nlu_copy, cache)
-    [old] = cache.glob("nlu-*.pickle")
+    [old] = cache.glob("nlu-*.npz")
     with (nlu_copy / "data" / "en.yml").open("a", encoding="utf-8") as handle:
         handle.write("- intent: goodbye\n  examples: |\n    - bye\n    - thanks, bye\n")
     retrained = EmbeddedClassifier.load_or_train(nlu_copy, cache)
     assert not retrained.from_cache
     assert not old.exists()
-    assert len(list(cache.glob("nlu-*.pickle"))) == 1
+    assert len(list(cache.glob("nlu-*.npz"))) == 1
     assert EmbeddedClassifier.load_or_train(nlu_copy, cache).from_cache
 
 
 def test_corrupt_cache_retrains(nlu_copy: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     EmbeddedClassifier.load_or_train(nlu_copy, cache)
-    [cached] = cache.glob("nlu-*.pickle")
-    cached.write_bytes(b"not a pickle at all")
+    [cached] = cache.glob("nlu-*.npz")
+    cached.write_bytes(b"not an npz archive at all")
     again = EmbeddedClassifier.load_or_train(nlu_copy, cache)
     assert not again.from_cache
     assert again.parse("hoi").intent == "greet"
     assert EmbeddedClassifier.load_or_train(nlu_copy, cache).from_cache
+
+
+def test_a_cache_for_other_data_is_not_used(nlu_copy: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    EmbeddedClassifier.load_or_train(nlu_copy, cache)
+    [cached] = cache.glob("nlu-*.npz")
+    other = tmp_path / "other"
+    shutil.copytree(FIXTURE, other)
+    with (other / "data" / "nl.yml").open("a", encoding="utf-8") as handle:
+        handle.write("- intent: goodbye\n  examples: |\n    - doei\n    - dag\n")
+    EmbeddedClassifier.load_or_train(other, tmp_path / "other-cache")
+    [foreign] = (tmp_path / "other-cache").glob("nlu-*.npz")
+    shutil.copy(foreign, cached)  # right name, wrong contents
+    assert not EmbeddedClassifier.load_or_train(nlu_copy, cache).from_cache
+
+
+def test_a_cached_model_loads_without_scikit_learn(nlu_copy: Path, tmp_path: Path) -> None:
+    EmbeddedClassifier.load_or_train(nlu_copy, tmp_path / "cache")
+    script = (
+        "import sys; from pathlib import Path; from bot.nlu import EmbeddedClassifier\n"
+        "m = EmbeddedClassifier.load_or_train(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+        "print(m.from_cache, m.parse('hoi').intent, 'sklearn' in sys.modules)"
+    )
+    command = [sys.executable, "-c", script, str(nlu_copy), str(tmp_path / "cache")]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["True", "greet", "False"]
 
 
 def test_model_version_is_part_of_the_cache_key(
@@ -285,14 +316,31 @@ def test_classifier_parse_picks_the_likely_intent(fixture_model: EmbeddedClassif
     assert fixture_model.parse("hoi").intent == "greet"
 
 
-def test_fast_scorer_matches_scikit_learn(fixture_model: EmbeddedClassifier) -> None:
-    model: Any = fixture_model._model
-    assert fixture_model._scorer is not None
-    texts = [e.text for e in load_training_data(FIXTURE / "tests").examples]
-    for text in [*texts, "", "zzqqxx", "!!!", "HEEEELP op insta"]:
-        fast = fixture_model.probabilities(normalise(text))
-        reference = model.predict_proba([normalise(text)])[0]
-        assert list(fast) == pytest.approx(list(reference), abs=1e-9)
+def _training_set(root: Path) -> tuple[list[str], list[str]]:
+    data = load_training_data(root)
+    return [normalise(e.text) for e in data.examples], [e.intent for e in data.examples]
+
+
+def test_numpy_scorer_matches_scikit_learn() -> None:
+    texts, labels = _training_set(FIXTURE / "data")
+    pipeline = fit_pipeline(texts, labels)
+    scorer = LinearScorer.from_pipeline(pipeline)
+    assert scorer.calibration == "sigmoid"
+    probes = [normalise(e.text) for e in load_training_data(FIXTURE / "tests").examples]
+    probes += ["", "zzqqxx", "!!!", "a", "heelp op insta", "x  y", "ik wil dood"]
+    for text in probes:
+        reference = pipeline.predict_proba([text])[0]
+        assert list(scorer.probabilities(text)) == pytest.approx(list(reference), abs=1e-9)
+
+
+def test_ngrams_match_scikit_learn_analyzers() -> None:
+    texts, labels = _training_set(FIXTURE / "data")
+    pipeline = fit_pipeline(texts, labels)
+    scorer = LinearScorer.from_pipeline(pipeline)
+    vectorizers = [v for _, v in pipeline.named_steps["features"].transformer_list]
+    for text in ["", "a", "ab", "hoi daar", "één  twee\tdrie", "mn ex's nudes!!", texts[3]]:
+        for block, vectorizer in zip(scorer.blocks, vectorizers, strict=True):
+            assert sorted(block.grams(text)) == sorted(vectorizer.build_analyzer()(text))
 
 
 def test_tiny_data_trains_without_calibration_folds(tmp_path: Path) -> None:
@@ -304,8 +352,23 @@ def test_tiny_data_trains_without_calibration_folds(tmp_path: Path) -> None:
         "utf-8",
     )
     model = EmbeddedClassifier.load_or_train(tmp_path, tmp_path / "cache")
+    assert model.scorer.calibration == "softmax"
     assert model.parse("hoi hoi").intent == "greet"
     assert sum(model.probabilities("ze pesten")) == pytest.approx(1.0)
+    texts, labels = _training_set(tmp_path / "data")
+    reference = fit_pipeline(texts, labels).predict_proba(["ze pesten"])[0]
+    assert model.probabilities("ze pesten") == pytest.approx(list(reference), abs=1e-9)
+    again = EmbeddedClassifier.load_or_train(tmp_path, tmp_path / "cache")
+    assert again.from_cache and again.parse("hoi hoi") == model.parse("hoi hoi")
+
+
+def test_fewer_than_three_intents_is_a_data_error(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.yml").write_text(
+        "nlu:\n- intent: greet\n  examples: |\n    - hoi\n", "utf-8"
+    )
+    with pytest.raises(DataError, match="three intents"):
+        EmbeddedClassifier.load_or_train(tmp_path, tmp_path / "cache")
 
 
 def test_decide_returns_the_top_intent() -> None:
@@ -605,5 +668,5 @@ def test_cache_files_are_written_atomically_under_umask(nlu_copy: Path, tmp_path
         EmbeddedClassifier.load_or_train(nlu_copy, tmp_path / "cache")
     finally:
         os.umask(old)
-    [cached] = (tmp_path / "cache").glob("nlu-*.pickle")
+    [cached] = (tmp_path / "cache").glob("nlu-*.npz")
     assert cached.stat().st_mode & 0o777 == 0o600
