@@ -91,6 +91,14 @@ def cmd_letter(args: argparse.Namespace) -> int:
     return print_letter(args, PROJECT_ROOT / "data", sys.stdout, sys.stderr)
 
 
+def cmd_telegram(args: argparse.Namespace) -> int:
+    from bot.channels import telegram
+
+    settings = _settings(args, require_secret=True)
+    _configure_logging(settings.log_level)
+    return telegram.run(settings, webhook=args.webhook, with_nlu=not args.no_nlu)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hulpwijzer",
@@ -126,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     letter = sub.add_parser("letter", help="print a draft removal request, sheet or checklist")
     add_letter_arguments(letter)
     letter.set_defaults(func=cmd_letter)
+
+    tg = sub.add_parser("telegram", help="run the Telegram bot (long polling, or --webhook)")
+    tg.add_argument(
+        "--webhook", action="store_true", help="serve a webhook (TELEGRAM_WEBHOOK_* settings)"
+    )
+    tg.add_argument("--db", type=Path, default=None, help="SQLite file (default var/)")
+    tg.add_argument("--no-nlu", action="store_true", help="buttons only, no text classifier")
+    tg.set_defaults(func=cmd_telegram)
 
     # -- more subcommands register below (telegram, web, letter, script, qr) --
     return parser

@@ -1,0 +1,717 @@
+"""The Telegram channel: a thin adapter between python-telegram-bot (v22) and the Assistant.
+
+It turns updates into `Incoming` events and renders `Reply` objects as messages with
+inline keyboards. What only Telegram needs lives here too: deleting media, wiping the
+chat for `/wis`, the command menu and descriptions, group chats, flood limits and
+retries. It stores nothing of its own: message ids go to the store under the
+pseudonymous key, and logs carry event kinds and the key prefix only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import traceback
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from telegram import (
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    LinkPreviewOptions,
+    Message,
+    Update,
+)
+from telegram.constants import ChatType, MessageLimit
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    ChatMemberHandler,
+    ContextTypes,
+    Defaults,
+    MessageHandler,
+    filters,
+)
+
+from bot.app import Assistant
+from bot.config import PROJECT_ROOT, Settings, validate_telegram_token
+from bot.errors import ConfigError
+from bot.events import Button, Incoming, Outcome, Reply
+from bot.texts import Texts
+
+log = logging.getLogger("hulpwijzer.telegram")
+
+CHANNEL = "telegram"
+TEXT_LIMIT = MessageLimit.MAX_TEXT_LENGTH  # 4,096 characters
+CALLBACK_DATA_LIMIT = 64  # bytes, Telegram's limit for callback_data
+# Labels this short fit two to a row on a phone; longer ones get a row each.
+SHORT_LABEL = 16
+DESCRIPTION_LIMIT = 512
+SHORT_DESCRIPTION_LIMIT = 120
+# Telegram lets one deleteMessages call remove up to 100 messages.
+DELETE_BATCH = 100
+# Telegram's global limit for one bot is about 30 messages per second.
+DEFAULT_MAX_RATE = 30.0
+# Retries for answers that were not carried out (429 via the limiter; 5xx, broken
+# connections and timeouts here). Back-off grows to a few seconds, then gives up.
+RETRY_AFTER_RETRIES = 5
+TRANSIENT_RETRIES = 5
+TRANSIENT_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0)
+MAX_IN_FLIGHT = 256
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+_WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+
+# The command menu per language: (command, action); descriptions are texts in responses/.
+MENU: dict[str, tuple[tuple[str, str], ...]] = {
+    "nl": (
+        ("start", "start"),
+        ("help", "help"),
+        ("terug", "back"),
+        ("opnieuw", "restart"),
+        ("taal", "language"),
+        ("privacy", "privacy"),
+        ("wis", "wipe"),
+        ("stop", "stop"),
+    ),
+    "en": (
+        ("start", "start"),
+        ("help", "help"),
+        ("back", "back"),
+        ("restart", "restart"),
+        ("language", "language"),
+        ("privacy", "privacy"),
+        ("wipe", "wipe"),
+        ("stop", "stop"),
+    ),
+}
+MEDIA = (
+    filters.PHOTO
+    | filters.VIDEO
+    | filters.VOICE
+    | filters.VIDEO_NOTE
+    | filters.Document.ALL
+    | filters.Sticker.ALL
+    | filters.ANIMATION
+    | filters.AUDIO
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------------- rendering
+def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """Cut a long reply into messages Telegram accepts, at paragraph boundaries when it
+    can (then lines, then words), so no sentence is cut in half if avoidable."""
+    if len(text) <= limit:
+        return [text] if text.strip() else []
+    parts: list[str] = []
+    current = ""
+    for piece in _pieces(text, limit):
+        candidate = f"{current}\n\n{piece}" if current else piece
+        if len(candidate) <= limit:
+            current = candidate
+        else:
+            parts.append(current)
+            current = piece
+    if current:
+        parts.append(current)
+    return [part for part in parts if part.strip()]
+
+
+def _pieces(text: str, limit: int) -> list[str]:
+    """Paragraphs no longer than `limit`, splitting oversized ones by line, word, or hard."""
+    out: list[str] = []
+    for paragraph in text.split("\n\n"):
+        if len(paragraph) <= limit:
+            out.append(paragraph)
+            continue
+        for separator in ("\n", " "):
+            if separator in paragraph:
+                chunks: list[str] = []
+                current = ""
+                for word in paragraph.split(separator):
+                    candidate = f"{current}{separator}{word}" if current else word
+                    if len(candidate) <= limit:
+                        current = candidate
+                        continue
+                    if current:
+                        chunks.append(current)
+                    current = word
+                if current:
+                    chunks.append(current)
+                if all(len(chunk) <= limit for chunk in chunks):
+                    out.extend(chunks)
+                    break
+        else:
+            out.extend(paragraph[i : i + limit] for i in range(0, len(paragraph), limit))
+    return out
+
+
+def keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
+    """One button per row, or two per row when every label is short (yes/no, languages)."""
+    if not buttons:
+        return None
+    keys = [InlineKeyboardButton(b.label, callback_data=b.data) for b in buttons]
+    per_row = 2 if len(keys) > 1 and all(len(b.label) <= SHORT_LABEL for b in buttons) else 1
+    return InlineKeyboardMarkup([keys[i : i + per_row] for i in range(0, len(keys), per_row)])
+
+
+def button_data(data: str | None) -> str:
+    """Callback data as the engine should see it. Anything Telegram would never have
+    produced from our buttons becomes '' (the engine answers it as an outdated button)."""
+    if not data or len(data.encode("utf-8")) > CALLBACK_DATA_LIMIT:
+        return ""
+    if not (data.isascii() and data.isprintable()):
+        return ""
+    return data
+
+
+# ---------------------------------------------------------------------- logging
+class RedactLibraryArguments(logging.Filter):
+    """python-telegram-bot and httpx log whole updates, request parameters and URLs that
+    contain the token at DEBUG/INFO. Keep their messages, drop their arguments."""
+
+    PREFIXES = ("telegram", "httpx", "httpcore", "tornado", "hpack", "apscheduler")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(self.PREFIXES) and record.args:
+            if isinstance(record.args, tuple):
+                record.args = tuple(
+                    arg if isinstance(arg, int | float) else f"<{type(arg).__name__}>"
+                    for arg in record.args
+                )
+            else:
+                record.msg = f"{record.msg} (arguments redacted)"
+                record.args = ()
+        return True
+
+
+def protect_logs() -> None:
+    """Call after logging is configured: redact library arguments on every handler, and
+    keep httpx (which logs each URL, token included) at WARNING."""
+    redact = RedactLibraryArguments()
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactLibraryArguments) for f in handler.filters):
+            handler.addFilter(redact)
+    for name in ("httpx", "httpcore", "tornado.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _where(error: BaseException) -> str:
+    """The innermost frame as file:line:function: enough to find a bug, no values."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "-"
+    frame = frames[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno}:{frame.name}"
+
+
+# ---------------------------------------------------------------------- flood limits, retries
+class PatientRateLimiter(AIORateLimiter):
+    """PTB's limiter (≈30 messages/s, 429 `retry_after` waited out and retried), plus
+    retries for answers that were not carried out: 5xx, broken connections, timeouts.
+
+    A reply that cannot be delivered leaves a person alone mid-conversation, so this
+    errs on delivering: only if Telegram did the work but its answer was lost on the way
+    back could a message arrive twice."""
+
+    def __init__(self, max_rate: float = DEFAULT_MAX_RATE) -> None:
+        super().__init__(
+            overall_max_rate=max_rate,
+            overall_time_period=1 if max_rate else 0,
+            max_retries=RETRY_AFTER_RETRIES,
+        )
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: int | None,
+    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            try:
+                return await super().process_request(
+                    callback, args, kwargs, endpoint, data, rate_limit_args
+                )
+            except BadRequest:
+                raise  # our request was wrong: sending it again changes nothing
+            except NetworkError as error:
+                if attempt == TRANSIENT_RETRIES:
+                    raise
+                log.warning(
+                    "telegram_retry endpoint=%s kind=%s attempt=%d",
+                    endpoint,
+                    type(error).__name__,
+                    attempt + 1,
+                )
+                await asyncio.sleep(TRANSIENT_BACKOFF[min(attempt, len(TRANSIENT_BACKOFF) - 1)])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class PerUserOrder:
+    """One lock per person: their updates are handled one at a time in arrival order,
+    while other people's updates go ahead. Locks disappear when nobody waits on them."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._waiting[key] -= 1
+            if self._waiting[key] == 0:
+                del self._waiting[key]
+                del self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+# ---------------------------------------------------------------------- the bot's profile
+@dataclass(frozen=True)
+class Profile:
+    """What a new user sees before pressing Start, per language (None: the default)."""
+
+    commands: dict[str, list[BotCommand]]
+    descriptions: dict[str, str]
+    short_descriptions: dict[str, str]
+
+
+def bot_profile(texts: Texts) -> Profile:
+    """Read the menu and descriptions from responses/ and check Telegram's limits now,
+    so a too-long text stops start-up with a clear sentence instead of a 400 later."""
+    commands: dict[str, list[BotCommand]] = {}
+    descriptions: dict[str, str] = {}
+    shorts: dict[str, str] = {}
+    problems: list[str] = []
+    for lang, menu in MENU.items():
+        commands[lang] = [
+            BotCommand(name, texts.get(lang, f"telegram.command.{action}")) for name, action in menu
+        ]
+        descriptions[lang] = texts.get(lang, "telegram.description")
+        shorts[lang] = texts.get(lang, "telegram.short_description")
+        if len(descriptions[lang]) > DESCRIPTION_LIMIT:
+            problems.append(f"telegram.description is over {DESCRIPTION_LIMIT} characters")
+        if len(shorts[lang]) > SHORT_DESCRIPTION_LIMIT:
+            problems.append(f"telegram.short_description is over {SHORT_DESCRIPTION_LIMIT}")
+        for command in commands[lang]:
+            if not 1 <= len(command.description) <= 256:
+                problems.append(f"telegram.command for /{command.command} is not 1-256 characters")
+        if problems:
+            raise ConfigError(f"responses/{lang}.yml: {problems[0]}; make it shorter.")
+    return Profile(commands, descriptions, shorts)
+
+
+# ---------------------------------------------------------------------- the channel
+class TelegramChannel:
+    """The handlers. Each turns an update into an Incoming, asks the Assistant under the
+    person's lock, and renders the Outcome. Nothing here decides what to say."""
+
+    def __init__(self, assistant: Assistant, engine_in_thread: bool = True) -> None:
+        self.assistant = assistant
+        self.store = assistant.store
+        self.texts: Texts = assistant.engine.texts
+        self.order = PerUserOrder()
+        self.capacity = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.engine_in_thread = engine_in_thread
+        self.username = ""
+
+    # -------------------------------------------------------------- start-up
+    async def register(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        """post_init: the command menu and descriptions in Dutch (also the default) and English."""
+        bot = application.bot
+        self.username = bot.username
+        profile = bot_profile(self.texts)
+        for lang, code in (("nl", None), ("nl", "nl"), ("en", "en")):
+            await bot.set_my_commands(profile.commands[lang], language_code=code)
+            await bot.set_my_description(profile.descriptions[lang], language_code=code)
+            await bot.set_my_short_description(profile.short_descriptions[lang], language_code=code)
+        log.info("telegram_registered languages=nl,en")
+
+    def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+        private = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
+        groups = filters.ChatType.GROUPS & filters.UpdateType.MESSAGE
+        application.add_handler(
+            MessageHandler(private & filters.COMMAND, self.on_command, block=False)
+        )
+        application.add_handler(
+            MessageHandler(private & filters.TEXT & ~filters.COMMAND, self.on_text, block=False)
+        )
+        application.add_handler(MessageHandler(private & MEDIA, self.on_media, block=False))
+        application.add_handler(MessageHandler(private, self.on_other, block=False))
+        application.add_handler(CallbackQueryHandler(self.on_button, block=False))
+        application.add_handler(MessageHandler(groups, self.on_group_message, block=False))
+        application.add_handler(
+            ChatMemberHandler(self.on_added_to_group, ChatMemberHandler.MY_CHAT_MEMBER, block=False)
+        )
+        application.add_error_handler(self.on_error)
+
+    # -------------------------------------------------------------- private chats
+    async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is not None:
+            await self._serve(update, context, Incoming("command", message.text or ""))
+
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is not None:
+            await self._serve(update, context, Incoming("text", message.text or ""))
+
+    async def on_media(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Never downloaded: the engine asks us to delete it and explains why."""
+        await self._serve(update, context, Incoming("media"))
+
+    async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Locations, contacts, polls...: nothing to read; the engine asks again."""
+        await self._serve(update, context, Incoming("text", ""))
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        message = query.message
+        if message is None or message.chat.type != ChatType.PRIVATE:
+            await _quietly(query.answer())
+            return
+        side: list[Coroutine[Any, Any, Any]] = [query.answer()]
+        if isinstance(message, Message) and message.reply_markup is not None:
+            # Pressed keyboards go away, so an answer cannot be given twice by a double tap.
+            side.append(query.edit_message_reply_markup(reply_markup=None))
+        tasks = [asyncio.ensure_future(_quietly(c)) for c in side]
+        try:
+            await self._serve(update, context, Incoming("button", button_data(query.data)))
+        finally:
+            await asyncio.gather(*tasks)
+
+    async def _serve(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE, incoming: Incoming
+    ) -> None:
+        user, chat = update.effective_user, update.effective_chat
+        if user is None or chat is None:
+            return
+        key = self.assistant.key_for(CHANNEL, user.id)
+        message = update.message
+        message_id = message.message_id if message is not None else None
+        # Taking the person's turn is the first thing that can wait: arrival order holds.
+        async with self.order.turn(key), self.capacity:
+            try:
+                await self._turn(context.bot, key, chat.id, incoming, message_id)
+            except Exception as error:  # reported and survived, never re-raised
+                await self._failed(context.bot, error, key, chat.id, user.language_code)
+
+    async def _turn(
+        self, bot: Any, key: str, chat_id: int, incoming: Incoming, message_id: int | None
+    ) -> None:
+        now = utcnow()
+        incoming = replace(incoming, now=now)
+        if self.engine_in_thread:
+            outcome, earlier = await asyncio.to_thread(self._step, key, incoming, message_id)
+        else:
+            outcome, earlier = self._step(key, incoming, message_id)
+        if outcome.delete_incoming and message_id is not None:
+            await self._delete(bot, chat_id, [message_id], key)
+        if outcome.wipe_chat:
+            mine = [message_id] if message_id is not None else []
+            await self._delete(bot, chat_id, sorted({*earlier, *mine}), key)
+        sent: list[int] = []
+        for reply in outcome.replies:
+            sent += [m.message_id for m in await self.send_reply(bot, chat_id, reply)]
+        if sent and not outcome.erase:
+            for sent_id in sent:
+                self.store.remember_message(key, sent_id, now)
+        log.debug("telegram_turn kind=%s replies=%d key=%s", incoming.kind, len(sent), key[:12])
+
+    def _step(
+        self, key: str, incoming: Incoming, message_id: int | None
+    ) -> tuple[Outcome, list[int]]:
+        """The blocking part (SQLite, the classifier), in one go so it can run in a thread.
+        Message ids are read before a command, because an erase deletes them with the rest."""
+        now = incoming.now or utcnow()
+        earlier = self.store.message_ids(key, now) if incoming.kind == "command" else []
+        outcome = self.assistant.handle(key, incoming)
+        if message_id is not None and not (outcome.erase or outcome.delete_incoming):
+            self.store.remember_message(key, message_id, now)
+        return outcome, earlier
+
+    async def send_reply(self, bot: Any, chat_id: int, reply: Reply) -> list[Message]:
+        """One Reply as Telegram messages: text in parts of at most 4,096 characters, the
+        buttons under the last part (or under the document, which comes last)."""
+        markup = keyboard(reply.buttons)
+        parts = split_text(reply.text)
+        sent: list[Message] = []
+        for number, part in enumerate(parts, start=1):
+            last = number == len(parts) and reply.document is None
+            sent.append(
+                await bot.send_message(chat_id, part, reply_markup=markup if last else None)
+            )
+        if reply.document is not None:
+            document = InputFile(
+                reply.document.content.encode("utf-8"), filename=reply.document.filename
+            )
+            sent.append(await bot.send_document(chat_id, document, reply_markup=markup))
+        return sent
+
+    async def _delete(self, bot: Any, chat_id: int, message_ids: list[int], key: str) -> None:
+        """Delete what Telegram still lets us (48 hours); a refusal is logged, not fatal."""
+        for start in range(0, len(message_ids), DELETE_BATCH):
+            batch = message_ids[start : start + DELETE_BATCH]
+            try:
+                if len(batch) == 1:
+                    await bot.delete_message(chat_id, batch[0])
+                else:
+                    await bot.delete_messages(chat_id, batch)
+            except (BadRequest, Forbidden) as error:
+                log.info("telegram_delete_refused kind=%s key=%s", type(error).__name__, key[:12])
+
+    # -------------------------------------------------------------- groups
+    async def on_group_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Answer only what is meant for the bot (a command, a mention, a reply to it), so a
+        group is never flooded; read nothing else, store nothing."""
+        message = update.effective_message
+        if message is None:
+            return
+        text = message.text or ""
+        meant_for_us = (
+            bool(message.text and message.text.startswith("/"))
+            or (self.username and f"@{self.username.lower()}" in text.lower())
+            or (
+                message.reply_to_message is not None
+                and message.reply_to_message.from_user is not None
+                and message.reply_to_message.from_user.id == context.bot.id
+            )
+        )
+        if meant_for_us:
+            await self._explain_private_only(context.bot, message.chat_id, update)
+
+    async def on_added_to_group(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        member = update.my_chat_member
+        if member is None or member.chat.type not in (ChatType.GROUP, ChatType.SUPERGROUP):
+            return
+        if member.new_chat_member.status in ("member", "administrator"):
+            await self._explain_private_only(context.bot, member.chat.id, update)
+
+    async def _explain_private_only(self, bot: Any, chat_id: int, update: Update) -> None:
+        user = update.effective_user
+        lang = "en" if user and (user.language_code or "").startswith("en") else "nl"
+        link = f"https://t.me/{self.username}"
+        await bot.send_message(chat_id, self.texts.get(lang, "telegram.group_only", link=link))
+        log.info("telegram_group_explained")
+
+    # -------------------------------------------------------------- errors
+    async def _failed(
+        self, bot: Any, error: BaseException, key: str, chat_id: int, language_code: str | None
+    ) -> None:
+        """Log the kind and key prefix (never text), and tell the person, in their language,
+        that their place is kept. The session is whatever the engine last saved."""
+        log.warning(
+            "telegram_error kind=%s where=%s key=%s", type(error).__name__, _where(error), key[:12]
+        )
+        lang = "en" if (language_code or "").startswith("en") else "nl"
+        with contextlib.suppress(Exception):
+            session = await asyncio.to_thread(self.store.load, key)
+            if session is not None:
+                lang = session.lang
+        try:
+            await bot.send_message(chat_id, self.texts.get(lang, "telegram.failed"))
+        except Exception as second:  # Telegram itself is unreachable
+            log.warning("telegram_error_unreported kind=%s key=%s", type(second).__name__, key[:12])
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Errors outside a person's turn (group messages, parsing, polling)."""
+        error = context.error
+        if error is None:
+            return
+        if isinstance(update, Update) and update.effective_user and update.effective_chat:
+            key = self.assistant.key_for(CHANNEL, update.effective_user.id)
+            if update.effective_chat.type == ChatType.PRIVATE:
+                await self._failed(
+                    context.bot,
+                    error,
+                    key,
+                    update.effective_chat.id,
+                    update.effective_user.language_code,
+                )
+                return
+            log.warning(
+                "telegram_error kind=%s where=%s group", type(error).__name__, _where(error)
+            )
+            return
+        log.warning("telegram_error kind=%s where=%s", type(error).__name__, _where(error))
+
+
+async def _quietly(coroutine: Coroutine[Any, Any, Any]) -> None:
+    """Side calls (answering a button, removing a keyboard) must not stop the turn."""
+    try:
+        await coroutine
+    except (BadRequest, Forbidden, NetworkError, RetryAfter) as error:
+        log.info("telegram_side_call_failed kind=%s", type(error).__name__)
+
+
+# ---------------------------------------------------------------------- wiring
+def file_url_for(base_url: str) -> str:
+    """A self-hosted Bot API server serves files next to the API: /bot -> /file/bot."""
+    base = base_url.rstrip("/")
+    if base.endswith("/bot"):
+        return base[: -len("/bot")] + "/file/bot"
+    return base + "/file/bot"
+
+
+def build_application(
+    settings: Settings,
+    assistant: Assistant,
+    *,
+    max_rate: float = DEFAULT_MAX_RATE,
+    engine_in_thread: bool = True,
+) -> Application[Any, Any, Any, Any, Any, Any]:
+    """The Application, built once: token, server, limiter, handlers, start-up hook.
+
+    Updates are taken off the queue one by one but handled in their own tasks
+    (block=False), so different people go concurrently while PerUserOrder keeps each
+    person's updates in order."""
+    token = validate_telegram_token(settings.telegram_token)
+    # Opt in to PTB's coming timedelta durations now; otherwise every 429 warns about it.
+    os.environ.setdefault("PTB_TIMEDELTA", "1")
+    channel = TelegramChannel(assistant, engine_in_thread=engine_in_thread)
+    bot_profile(channel.texts)  # fail now, not after connecting, if a text is too long
+    builder = (
+        ApplicationBuilder()
+        .token(token)
+        .rate_limiter(PatientRateLimiter(max_rate))
+        .defaults(Defaults(link_preview_options=LinkPreviewOptions(is_disabled=True)))
+        .concurrent_updates(False)
+        .read_timeout(10)
+        .post_init(channel.register)
+    )
+    if settings.telegram_base_url:
+        builder = builder.base_url(settings.telegram_base_url).base_file_url(
+            file_url_for(settings.telegram_base_url)
+        )
+    application = builder.build()
+    channel.install(application)
+    application.bot_data["channel"] = channel
+    return application
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str
+    listen: str
+    port: int
+    path: str
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"WebhookSettings(listen={self.listen}, port={self.port}, path={self.path})"
+
+
+def _values(env: Mapping[str, str] | None, root: Path) -> dict[str, str]:
+    """The environment over `.env`, as bot.config reads it."""
+    if env is not None:
+        return dict(env)
+    values = {k: v for k, v in dotenv_values(root / ".env").items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
+def max_rate_setting(env: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT) -> float:
+    """TELEGRAM_MAX_MESSAGES_PER_SECOND: 30 (Telegram's limit) unless a local Bot API server
+    or a benchmark needs another; 0 switches the bot's own throttle off."""
+    text = _values(env, root).get("TELEGRAM_MAX_MESSAGES_PER_SECOND", "").strip()
+    if not text:
+        return DEFAULT_MAX_RATE
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if not 0 <= rate <= 10_000:
+        raise ConfigError(
+            f"TELEGRAM_MAX_MESSAGES_PER_SECOND must be a number from 0 to 10000, not {text!r}."
+        )
+    return rate
+
+
+def webhook_settings(
+    env: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT
+) -> WebhookSettings:
+    """Read TELEGRAM_WEBHOOK_*; refuse to run a webhook without a strong secret token."""
+    values = _values(env, root)
+    url = values.get("TELEGRAM_WEBHOOK_URL", "").strip()
+    if not url.startswith("https://"):
+        raise ConfigError(
+            "TELEGRAM_WEBHOOK_URL must be the public https:// address Telegram posts to, "
+            "e.g. https://bot.example.nl/telegram (see docs/deploy.md)."
+        )
+    secret = values.get("TELEGRAM_WEBHOOK_SECRET", "").strip()
+    if not _WEBHOOK_SECRET.match(secret):
+        raise ConfigError(
+            "TELEGRAM_WEBHOOK_SECRET must be set to 32-256 letters, digits, _ or -: make one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`."
+        )
+    port_text = values.get("TELEGRAM_WEBHOOK_PORT", "8443").strip() or "8443"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"TELEGRAM_WEBHOOK_PORT must be a port number, not {port_text!r}.")
+    path = values.get("TELEGRAM_WEBHOOK_PATH", "").strip().strip("/")
+    return WebhookSettings(
+        url=url,
+        listen=values.get("TELEGRAM_WEBHOOK_LISTEN", "").strip() or "127.0.0.1",
+        port=int(port_text),
+        path=path or urlsplit(url).path.strip("/") or "telegram",
+        secret=secret,
+    )
+
+
+def run(settings: Settings, *, webhook: bool, with_nlu: bool = True) -> int:
+    """`hulpwijzer telegram [--webhook]`: check everything that can be checked offline
+    first, then connect. Returns when stopped by SIGINT/SIGTERM (in-flight turns finish)."""
+    from bot.app import build_assistant
+
+    validate_telegram_token(settings.telegram_token)
+    hook = webhook_settings(root=settings.root) if webhook else None
+    max_rate = max_rate_setting(root=settings.root)
+    protect_logs()
+    assistant = build_assistant(settings, with_nlu=with_nlu)
+    application = build_application(settings, assistant, max_rate=max_rate)
+    try:
+        if hook is None:
+            log.info("telegram_polling")
+            application.run_polling(allowed_updates=ALLOWED_UPDATES, poll_interval=0.0)
+        else:
+            log.info("telegram_webhook port=%d", hook.port)
+            application.run_webhook(
+                listen=hook.listen,
+                port=hook.port,
+                url_path=hook.path,
+                webhook_url=hook.url,
+                secret_token=hook.secret,
+                allowed_updates=ALLOWED_UPDATES,
+            )
+    except InvalidToken:
+        raise ConfigError(
+            "Telegram does not accept TELEGRAM_BOT_TOKEN: copy it again from @BotFather "
+            "(or /revoke and use the new one)."
+        ) from None
+    return 0
