@@ -359,7 +359,7 @@ class TriageEngine:
         """A typed number, label or yes/no word counts as pressing that button."""
         options = step.visible_options(s.answers)
         typed = " ".join(text.strip().lower().split())
-        if typed.isdigit():
+        if typed.isdecimal():  # not isdigit(): '²' is a digit that int() refuses
             index = int(typed) - 1
             return options[index] if 0 <= index < len(options) else None
         for option in options:

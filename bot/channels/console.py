@@ -46,7 +46,7 @@ class ConsoleChat:
         text = line.strip()
         if text.startswith("/"):
             return Incoming("command", text)
-        if text.isdigit() and 1 <= int(text) <= len(self.buttons):
+        if text.isdecimal() and len(text) < 6 and 1 <= int(text) <= len(self.buttons):
             return Incoming("button", self.buttons[int(text) - 1].data)
         return Incoming("text", line.rstrip("\r\n"))
 
