@@ -50,7 +50,7 @@ LATENCY_ROUNDS = 3
 def measure(classifier: Any, tests: Path) -> dict[str, Any]:
     """Quality and per-parse latency of a ready classifier on the held-out data."""
     data = load_training_data(tests)
-    report = evaluate(classifier, data)
+    report = evaluate(classifier, data, load_training_data(tests.parent / "data").synonyms)
     timings: list[float] = []
     for _ in range(LATENCY_ROUNDS):
         for example in data.examples:
@@ -63,6 +63,7 @@ def measure(classifier: Any, tests: Path) -> dict[str, Any]:
         "accuracy": report.accuracy,
         "macro_f1": report.macro_f1,
         "crisis_recall": report.crisis_recall,
+        "platform_f1": report.entities["platform"].f1 if "platform" in report.entities else None,
         "p50_ms": statistics.median(timings),
         "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
         "table": report.format_table(),
@@ -251,9 +252,14 @@ def row(engine: str, result: dict[str, Any]) -> str:
     train = "cached" if result.get("train_s") is None else f"{result['train_s']:.1f} s"
     return (
         f"| {engine} | {result['accuracy']:.3f} | {result['macro_f1']:.3f} "
-        f"| {result['crisis_recall']:.3f} | {result['p50_ms']:.2f} ms | {result['p99_ms']:.2f} ms "
+        f"| {result['crisis_recall']:.3f} | {_maybe(result.get('platform_f1'))} "
+        f"| {result['p50_ms']:.2f} ms | {result['p99_ms']:.2f} ms "
         f"| {result['cold_s']:.2f} s | {result['rss_mb']:.0f} MB | {train} |"
     )
+
+
+def _maybe(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main() -> int:
@@ -280,20 +286,22 @@ def main() -> int:
     if args.verbose:
         print(embedded["table"])
     if args.skip_rasa:
-        rows.append(f"| Rasa {RASA_VERSION} (DIET) | skipped (--skip-rasa) |||||||")
+        rows.append(f"| Rasa {RASA_VERSION} (DIET) | skipped (--skip-rasa) ||||||||")
     else:
         python = find_python310(args.rasa_python)
         if python is None and not (args.rasa_venv / "bin" / "rasa").exists():
-            rows.append(f"| Rasa {RASA_VERSION} (DIET) | not available (needs Python 3.10) |||||||")
+            rows.append(
+                f"| Rasa {RASA_VERSION} (DIET) | not available (needs Python 3.10) ||||||||"
+            )
         else:
             rasa = run_rasa(nlu_dir, python or sys.executable, args.rasa_venv)
             rows.append(row(f"Rasa {RASA_VERSION} (DIET, via HTTP)", rasa))
             if args.verbose:
                 print(rasa["table"])
     print()
-    print("| engine | accuracy | macro-F1 | crisis recall | p50 parse | p99 parse "
-          "| cold start | peak RSS | training |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| engine | accuracy | macro-F1 | crisis recall | platform F1 | p50 parse "
+          "| p99 parse | cold start | peak RSS | training |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     return 0
 

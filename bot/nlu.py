@@ -6,6 +6,7 @@ NLU only suggests; the engine confirms with a button. Training data is Rasa-form
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -31,7 +32,7 @@ from bot.events import Parse
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "4"
+MODEL_VERSION = "5"
 """Part of the cache key: bump it when features or model change so old caches retrain."""
 
 CRISIS_THRESHOLD = 0.35
@@ -244,7 +245,7 @@ _URL = re.compile(
     r"(?:/[^\s<>\"']*)?)(?![\w@])",
     re.IGNORECASE,
 )
-_REPEATS = re.compile(r"(\w)\1{2,}")
+_REPEATS = re.compile(r"([^\W\d_])\1{2,}")  # letters only: '1000' stays '1000'
 
 
 def normalise(text: str) -> str:
@@ -340,18 +341,23 @@ class EntityExtractor:
                 result.append((entity, value))
         return tuple(result)
 
+    @functools.cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        """One alternation, longest variant first, so 'insta dm' wins over 'insta'."""
+        words = sorted((v for v in self.variants if v != "x"), key=len, reverse=True)
+        if not words:
+            return re.compile(r"(?!)")
+        return re.compile(r"(?<![\w@])(?:" + "|".join(map(re.escape, words)) + r")(?!\w)")
+
     def _platforms(self, plain: str) -> Iterable[tuple[int, str]]:
-        for variant, canonical in self.variants.items():
-            if variant == "x":
-                for match in _X_CONTEXT.finditer(plain):
-                    yield match.end() - 1, canonical
-                continue
-            verbs = [m.span() for m in _SNAP_VERB.finditer(plain)] if variant == "snap" else []
-            pattern = r"(?<![\w@])" + re.escape(variant) + r"(?![\w])"
-            for match in re.finditer(pattern, plain):
-                if any(start <= match.start() < end for start, end in verbs):
-                    continue  # Dutch 'ik snap het niet' is 'I don't get it', not Snapchat
-                yield match.start(), canonical
+        verbs = [m.span() for m in _SNAP_VERB.finditer(plain)]
+        for match in self._pattern.finditer(plain):
+            if match.group(0) == "snap" and any(a <= match.start() < b for a, b in verbs):
+                continue  # Dutch 'ik snap het niet' is 'I don't get it', not Snapchat
+            yield match.start(), self.variants[match.group(0)]
+        if "x" in self.variants:  # a bare x only after 'op', 'on', 'via', ...
+            for match in _X_CONTEXT.finditer(plain):
+                yield match.end() - 1, self.variants["x"]
 
 
 def _platform_of_url(url: str) -> str | None:
@@ -822,6 +828,7 @@ class EvalReport:
     crisis_recall_rules: float
     crisis_support: int
     confused: tuple[tuple[str, str, int], ...]
+    entities: Mapping[str, IntentScore] = field(default_factory=dict)
 
     def format_table(self) -> str:
         lines = [
@@ -839,6 +846,13 @@ class EvalReport:
                 f"{name:<18} {score.precision:>9.3f} {score.recall:>7.3f} "
                 f"{score.f1:>6.3f} {score.support:>8d}"
             )
+        if self.entities:
+            lines += ["", f"{'entity':<18} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
+            for name, score in sorted(self.entities.items()):
+                lines.append(
+                    f"{name:<18} {score.precision:>9.3f} {score.recall:>7.3f} "
+                    f"{score.f1:>6.3f} {score.support:>8d}"
+                )
         lines.append("")
         if self.confused:
             lines.append("most confused (true -> predicted: count)")
@@ -848,15 +862,33 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def evaluate(classifier: Classifier, test_data: TrainingData, top_confused: int = 10) -> EvalReport:
-    """Score a classifier on held-out examples, as `rasa test nlu` would, plus crisis recall."""
+def evaluate(
+    classifier: Classifier,
+    test_data: TrainingData,
+    synonyms: Mapping[str, str] | None = None,
+    top_confused: int = 10,
+) -> EvalReport:
+    """Score a classifier on held-out examples, as `rasa test nlu` would, plus crisis recall.
+    Annotated entities are compared after the training data's `synonyms` ('insta' ->
+    'instagram'), only for entity types the test data annotates."""
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
     truth: list[str] = []
     predicted: list[str] = []
     crisis_total = crisis_final = crisis_classifier = crisis_rules = 0
+    mapping = {key.lower(): value for key, value in (synonyms or {}).items()}
+    annotated = {name for example in test_data.examples for name, _ in example.entities}
+    entity_counts: dict[str, Counter[str]] = {name: Counter() for name in annotated}
     for example in test_data.examples:
         parse = classifier.parse(example.text)
+        gold = {(name, mapping.get(value.lower(), value)) for name, value in example.entities}
+        found = {(name, value) for name, value in parse.entities if name in annotated}
+        for name, _ in gold & found:
+            entity_counts[name]["tp"] += 1
+        for name, _ in found - gold:
+            entity_counts[name]["fp"] += 1
+        for name, _ in gold - found:
+            entity_counts[name]["fn"] += 1
         truth.append(example.intent)
         predicted.append(parse.intent)
         if example.intent in CRISIS_INTENTS:
@@ -892,7 +924,16 @@ def evaluate(classifier: Classifier, test_data: TrainingData, top_confused: int 
         crisis_recall_rules=ratio(crisis_rules),
         crisis_support=crisis_total,
         confused=confused,
+        entities={name: _score(counts) for name, counts in entity_counts.items()},
     )
+
+
+def _score(counts: Counter[str]) -> IntentScore:
+    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return IntentScore(precision, recall, f1, tp + fn)
 
 
 # --------------------------------------------------------------------------- commands
@@ -918,8 +959,9 @@ def cmd_nlu_eval(nlu_dir: Path, cache_dir: Path, test_path: Path | None = None) 
     """`hulpwijzer nlu eval [PATH]`: the embedded engine on held-out data (default nlu/tests)."""
     try:
         classifier = EmbeddedClassifier.load_or_train(nlu_dir, cache_dir)
+        synonyms = load_training_data(training_dir(nlu_dir)).synonyms
         test_data = load_training_data(test_path or nlu_dir / "tests")
-        report = evaluate(classifier, test_data)
+        report = evaluate(classifier, test_data, synonyms)
     except DataError as exc:
         return _report_data_error(exc)
     print(report.format_table())

@@ -540,15 +540,22 @@ def test_evaluate_counts_confusions_and_crisis_recall() -> None:
     # rules alone catch some crisis sentences; the union is what the bot does
     assert report.crisis_recall == report.crisis_recall_rules
     assert ("greet", "bullying", 2) in report.confused
+    assert report.entities["platform"].recall == 0.0  # a fixed answer finds no entities
     table = report.format_table()
     for word in ("accuracy", "macro-F1", "crisis recall", "precision", "most confused"):
         assert word in table
 
 
 def test_evaluate_fixture_model(fixture_model: EmbeddedClassifier) -> None:
-    report = evaluate(fixture_model, load_training_data(FIXTURE / "tests"))
+    synonyms = load_training_data(FIXTURE / "data").synonyms
+    report = evaluate(fixture_model, load_training_data(FIXTURE / "tests"), synonyms)
     assert report.crisis_recall == 1.0
     assert report.accuracy >= 0.6
+    # 'ig' is annotated in the test file and mapped to 'instagram' by the training synonyms
+    assert report.entities["platform"].recall == 1.0
+    assert report.entities["age"].support == 1
+    assert "url" not in report.entities  # not annotated in the test data: not scored
+    assert "entity" in report.format_table()
 
 
 def test_cmd_train_then_up_to_date(
