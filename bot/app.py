@@ -14,6 +14,7 @@ from bot.engine import EngineSettings, TriageEngine
 from bot.errors import DataError
 from bot.events import Incoming, Outcome, Parse
 from bot.flow import Flow, load_flow
+from bot.lesson import load_lesson_mode
 from bot.safety import default_rules
 from bot.store import SessionStore, SQLiteSessionStore, session_cipher, user_key
 from bot.texts import Texts
@@ -103,12 +104,25 @@ class Assistant:
 
 def build_assistant(settings: Settings, with_nlu: bool = True) -> Assistant:
     knowledge = load_knowledge(settings)
+    engine_settings = EngineSettings(
+        ttl_hours=max(1, round(settings.session_ttl.total_seconds() / 3600))
+    )
+    detect = default_rules().detect
+    lesson = load_lesson_mode(
+        settings.data_dir,
+        knowledge.flow,
+        knowledge.texts,
+        knowledge.directory,
+        detect,
+        engine_settings,
+    )
     engine = TriageEngine(
         knowledge.flow,
         knowledge.texts,
         knowledge.directory,
-        default_rules().detect,
-        EngineSettings(ttl_hours=max(1, round(settings.session_ttl.total_seconds() / 3600))),
+        detect,
+        engine_settings,
+        lesson=lesson,
     )
     store = SQLiteSessionStore(settings.db_path, session_cipher(settings.secret))
     classifier = None

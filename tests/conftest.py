@@ -11,6 +11,7 @@ import pytest
 from bot.app import Assistant, Knowledge, load_knowledge
 from bot.config import Settings, load_settings
 from bot.engine import TriageEngine
+from bot.lesson import load_lesson_mode
 from bot.safety import default_rules
 from bot.store import SQLiteSessionStore, session_cipher
 
@@ -28,8 +29,12 @@ def knowledge() -> Knowledge:
 
 @pytest.fixture(scope="session")
 def engine(knowledge: Knowledge) -> TriageEngine:
+    detect = default_rules().detect
+    lesson = load_lesson_mode(
+        ROOT / "data", knowledge.flow, knowledge.texts, knowledge.directory, detect
+    )
     return TriageEngine(
-        knowledge.flow, knowledge.texts, knowledge.directory, default_rules().detect
+        knowledge.flow, knowledge.texts, knowledge.directory, detect, lesson=lesson
     )
 
 
