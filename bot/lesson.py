@@ -226,6 +226,9 @@ class LessonMode:
             self._render(s, out)
         elif action == "language" and payload.lower()[:2] in LANGUAGES:
             s.lang = payload.lower()[:2]
+            if self._stage(s) == "menu" and not s.lesson.get("seen"):
+                # Still at the start: say again, in this language, that it is practice.
+                out.replies.append(Reply(self._t(s, "lessons.intro")))
             self._render(s, out)
         elif action == "language":
             self._render(s, out, lead="lessons.language")
@@ -248,7 +251,8 @@ class LessonMode:
         """A typed number or label counts as pressing that button, as in the triage."""
         choices = self._choices(s)
         typed = " ".join(text.strip().lower().split())
-        if typed.isdecimal():
+        # Length first (issue 7 fuzz): int() refuses more than 4,300 digits with ValueError.
+        if typed.isdecimal() and len(typed) <= 6:
             index = int(typed) - 1
             return choices[index][0] if 0 <= index < len(choices) else None
         for choice, label in choices:
