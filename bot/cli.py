@@ -99,6 +99,14 @@ def cmd_telegram(args: argparse.Namespace) -> int:
     return telegram.run(settings, webhook=args.webhook, with_nlu=not args.no_nlu)
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from bot.channels import web
+
+    settings = _settings(args, require_secret=True)
+    _configure_logging(settings.log_level)
+    return web.run(settings, host=args.host, port=args.port, with_nlu=not args.no_nlu)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hulpwijzer",
@@ -144,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     tg.set_defaults(func=cmd_telegram)
 
     # -- more subcommands register below (telegram, web, letter, script, qr) --
+    web = sub.add_parser("web", help="serve the web chat (anonymous, with a quick exit)")
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    web.add_argument("--port", type=int, default=8080)
+    web.add_argument("--db", type=Path, default=None, help="SQLite file (default var/)")
+    web.add_argument("--no-nlu", action="store_true", help="buttons only, no text classifier")
+    web.set_defaults(func=cmd_web)
     return parser
 
 
