@@ -115,8 +115,10 @@ def web_settings(env: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT
     values = _values(env, root)
     exit_url = values.get("HULPWIJZER_WEB_EXIT_URL", "").strip() or DEFAULT_EXIT_URL
     parts = urlsplit(exit_url)
-    if parts.scheme not in ("https", "http") or not parts.netloc or any(
-        ch in exit_url for ch in " \"'<>\\"
+    if (
+        parts.scheme not in ("https", "http")
+        or not parts.netloc
+        or any(ch in exit_url for ch in " \"'<>\\")
     ):
         raise ConfigError(
             "HULPWIJZER_WEB_EXIT_URL must be a full web address of a neutral site, "
@@ -280,8 +282,10 @@ def linkify(text: str) -> Markup:
         address = match.group(1).rstrip(".,;:!?")
         start, end = match.start(1), match.start(1) + len(address)
         out.append(escape(text[position:start]))
-        href = address if address.lower().startswith(("http://", "https://")) else (
-            f"https://{address}"
+        href = (
+            address
+            if address.lower().startswith(("http://", "https://"))
+            else (f"https://{address}")
         )
         out.append(
             Markup('<a href="{}" rel="noopener noreferrer" target="_blank">{}</a>').format(
@@ -623,8 +627,11 @@ class WebChat:
         if fetch:
             view = View(lang=lang, notice=notice, ended=not valid)
             return JSONResponse(
-                {"html": self.fragment(view, sid if valid else None), "error": rejected.status,
-                 "ended": not valid},
+                {
+                    "html": self.fragment(view, sid if valid else None),
+                    "error": rejected.status,
+                    "ended": not valid,
+                },
                 status_code=rejected.status,
                 headers=headers,
             )
@@ -658,9 +665,13 @@ class WebChat:
                 log.warning("web_purge_failed type=%s", type(error).__name__)
 
 
-def create_app(assistant: Assistant, settings: WebSettings | None = None) -> Starlette:
+def create_app(
+    assistant: Assistant,
+    settings: WebSettings | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Starlette:
     """The ASGI app: routes, strict headers, friendly error pages, a purge task."""
-    chat = WebChat(assistant, settings or WebSettings())
+    chat = WebChat(assistant, settings or WebSettings(), clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
