@@ -107,6 +107,22 @@ def cmd_web(args: argparse.Namespace) -> int:
     return web.run(settings, host=args.host, port=args.port, with_nlu=not args.no_nlu)
 
 
+def cmd_script(args: argparse.Namespace) -> int:
+    from bot.app import load_knowledge
+    from bot.script import cmd_script as export_script
+
+    settings = _settings(args)
+    knowledge = load_knowledge(settings)
+    hours = max(1, round(settings.session_ttl.total_seconds() / 3600))
+    return export_script(args, knowledge.flow, knowledge.texts, knowledge.directory, hours)
+
+
+def cmd_qr(args: argparse.Namespace) -> int:
+    from bot.lesson import cmd_qr as write_qr
+
+    return write_qr(args, sys.stdout, sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hulpwijzer",
@@ -152,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     tg.set_defaults(func=cmd_telegram)
 
     # -- more subcommands register below (telegram, web, letter, script, qr) --
+    script = sub.add_parser("script", help="export the flow as a printable volunteer script")
+    script.add_argument("--format", choices=["html", "md"], default="md")
+    script.add_argument("--lang", choices=["nl", "en"], default="nl")
+    script.add_argument("--out", type=Path, default=None, help="file to write (default: print)")
+    script.set_defaults(func=cmd_script)
+
+    qr = sub.add_parser("qr", help="write a QR code (PNG) for a Telegram deep link")
+    qr.add_argument("--payload", default="les", help="start parameter (default: les)")
+    qr.add_argument("--bot-username", required=True, help="the bot's username, without @")
+    qr.add_argument("--out", required=True, help="PNG file to write")
+    qr.set_defaults(func=cmd_qr)
     web = sub.add_parser("web", help="serve the web chat (anonymous, with a quick exit)")
     web.add_argument("--host", default="127.0.0.1", help="address to listen on")
     web.add_argument("--port", type=int, default=8080)

@@ -134,6 +134,8 @@ def load_lessons(path: Path) -> Lessons:
         mark = getattr(error, "problem_mark", None)
         position = f"line {mark.line + 1}" if mark is not None else "syntax error"
         raise DataError([f"{where}: not valid YAML ({position})"]) from None
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise DataError.unreadable(where, error) from None
     try:
         return Lessons.model_validate(raw)
     except ValidationError as error:
@@ -401,3 +403,69 @@ def load_lesson_mode(
     if problems:
         raise DataError(problems)
     return LessonMode(lessons, flow, texts, directory, detect_crisis, settings)
+
+
+# ---------------------------------------------------------------------- the deep link as a QR code
+_BOT_USERNAME = re.compile(r"^[A-Za-z0-9_]{5,32}$")
+_PAYLOAD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+QR_BOX_PIXELS = 20  # about 6 cm wide at 300 dpi: big enough for a poster
+QR_BORDER_BOXES = 4
+
+
+class QRInputError(ValueError):
+    """Bad input for `hulpwijzer qr`; the message is one sentence for the operator."""
+
+
+def deep_link(bot_username: str, payload: str) -> str:
+    """https://t.me/NAME?start=PAYLOAD, after checking both against Telegram's rules."""
+    name = bot_username.removeprefix("@")
+    if not _BOT_USERNAME.match(name):
+        raise QRInputError(
+            f"--bot-username {bot_username!r} is not a Telegram bot username "
+            "(5 to 32 letters, digits or _)."
+        )
+    if not _PAYLOAD.match(payload):
+        raise QRInputError(
+            f"--payload {payload!r} can't be a start parameter "
+            "(1 to 64 letters, digits, _ or -)."
+        )
+    return f"https://t.me/{name}?start={payload}"
+
+
+def make_qr(link: str) -> Any:
+    """The QR code object for a link; medium error correction survives a smudged poster."""
+    import qrcode
+    from qrcode.constants import ERROR_CORRECT_M
+
+    code = qrcode.QRCode(
+        error_correction=ERROR_CORRECT_M, box_size=QR_BOX_PIXELS, border=QR_BORDER_BOXES
+    )
+    code.add_data(link)
+    code.make(fit=True)
+    return code
+
+
+def write_qr(bot_username: str, payload: str, out: Path) -> str:
+    """Write the deep link as a PNG for slides and posters; returns the link."""
+    link = deep_link(bot_username, payload)
+    if out.suffix.lower() != ".png":
+        raise QRInputError(f"--out {str(out)!r} must be a .png file.")
+    if not out.parent.is_dir():
+        raise QRInputError(f"--out: the folder {str(out.parent)!r} does not exist.")
+    image = make_qr(link).make_image(fill_color="black", back_color="white")
+    try:
+        image.save(out)
+    except OSError as error:
+        raise QRInputError(f"--out: can't write {str(out)!r} ({error.strerror}).") from None
+    return link
+
+
+def cmd_qr(args: Any, stdout: Any, stderr: Any) -> int:
+    """`hulpwijzer qr`: exit 2 with one sentence on bad input, else print the link."""
+    try:
+        link = write_qr(args.bot_username, args.payload, Path(args.out))
+    except QRInputError as error:
+        print(f"hulpwijzer qr: {error}", file=stderr)
+        return 2
+    print(f"{link} -> {args.out}", file=stdout)
+    return 0
