@@ -43,6 +43,10 @@ def check_all(root: Path | None = None) -> list[str]:
         problems += _text_keys(flow, texts, data / "flow.yml")
     if flow is not None and not directory_problems:
         problems += _references(flow, load_directory(data), data / "flow.yml")
+    if texts is not None and not directory_problems:
+        from bot.lesson import LESSONS_FILE, check_lessons
+
+        problems += check_lessons(data / LESSONS_FILE, texts, load_directory(data))
     return problems
 
 

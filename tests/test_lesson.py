@@ -278,3 +278,20 @@ def test_the_terminal_opens_the_lesson_with_mode_lesson(
     assert texts.get("en", "lessons.intro") in shown
     assert texts.get("en", LESSONS.cases[0].story) in shown
     assert texts.get("en", LESSONS.cases[0].options[0].feedback) in shown
+
+
+def test_hulpwijzer_check_reports_a_lesson_text_missing_in_a_language(tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from bot.checks import check_all
+
+    for folder in ("data", "responses"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    en_path = tmp_path / "responses" / "en.yml"
+    en = yaml.safe_load(en_path.read_text(encoding="utf-8"))
+    del en["lessons"]["video_call"]["pay"]["feedback"]
+    en_path.write_text(yaml.safe_dump(en, allow_unicode=True), encoding="utf-8")
+    problems = "\n".join(check_all(tmp_path))
+    assert "lessons.yml" in problems and "lessons.video_call.pay.feedback" in problems
