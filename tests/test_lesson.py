@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.app import Assistant, Knowledge
 from bot.directory import Directory
+from bot.engine import TriageEngine
 from bot.errors import DataError
 from bot.events import Incoming, Outcome
 from bot.lesson import LESSONS_FILE, lesson_problems, load_lessons
-from bot.session import LANGUAGES
+from bot.session import LANGUAGES, Session
 from bot.texts import Texts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -295,3 +299,45 @@ def test_hulpwijzer_check_reports_a_lesson_text_missing_in_a_language(tmp_path: 
     en_path.write_text(yaml.safe_dump(en, allow_unicode=True), encoding="utf-8")
     problems = "\n".join(check_all(tmp_path))
     assert "lessons.yml" in problems and "lessons.video_call.pay.feedback" in problems
+
+
+def test_random_lessons_never_break_and_end_with_nothing_kept(engine: TriageEngine) -> None:
+    """Any mix of presses, typed text, media and commands after `/start les`: always an
+    answer with buttons that fit Telegram, and a finished lesson leaves no session."""
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    events = st.one_of(
+        st.tuples(st.just("press"), st.integers(0, 10)),
+        st.tuples(st.just("text"), st.text(max_size=60)),
+        st.tuples(st.just("text"), st.integers(-1, 12).map(str)),
+        st.tuples(st.just("button"), st.text(max_size=70)),
+        st.tuples(
+            st.just("command"),
+            st.sampled_from(["/help", "/terug", "/taal en", "/taal", "/opnieuw", "/privacy", "/x"]),
+        ),
+        st.tuples(st.just("media"), st.just("")),
+    )
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(steps=st.lists(events, max_size=30))
+    def run(steps: list[tuple[str, object]]) -> None:
+        session, outcome = engine.step(None, Incoming("command", "/start les", now))
+        assert session is not None and session.mode == "lesson"
+        for kind, value in steps:
+            buttons = outcome.replies[-1].buttons if outcome.replies else ()
+            if kind == "press":
+                if not buttons:
+                    continue
+                incoming = Incoming("button", buttons[int(str(value)) % len(buttons)].data, now)
+            else:
+                incoming = Incoming(kind, str(value), now)  # type: ignore[arg-type]
+            session, outcome = engine.step(session, incoming)
+            assert outcome.replies and all(r.text.strip() for r in outcome.replies)
+            if session is None:
+                assert outcome.erase
+                return
+            assert Session.from_json(session.to_json()) == session
+            last = outcome.replies[-1]
+            assert last.buttons
+            assert all(len(b.data.encode()) <= 64 for b in last.buttons)
+
+    run()
