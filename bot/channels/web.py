@@ -297,6 +297,19 @@ def linkify(text: str) -> Markup:
     return Markup("").join(out)
 
 
+class Labels:
+    """`web.*` texts for templates: `ui.copy` must be the text, not dict.copy."""
+
+    def __init__(self, texts: Mapping[str, str]) -> None:
+        self._texts = dict(texts)
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self._texts[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 # ---------------------------------------------------------------------- headers
 class SecurityHeaders:
     """Adds the same strict headers to every response (pages, static files, errors)."""
@@ -311,7 +324,9 @@ class SecurityHeaders:
         self.headers = [
             ("content-security-policy", csp),
             ("x-content-type-options", "nosniff"),
-            ("referrer-policy", "no-referrer"),
+            # Other sites (the exit site, an organisation's) never learn where a visitor came
+            # from; our own form posts keep a real Origin header for the CSRF check.
+            ("referrer-policy", "same-origin"),
             ("x-frame-options", "DENY"),
             ("cross-origin-opener-policy", "same-origin"),
             ("cross-origin-resource-policy", "same-origin"),
@@ -400,7 +415,7 @@ class WebChat:
         html = self.templates.get_template("page.html").render(
             view=view,
             lang=view.lang,
-            ui=self.ui(view.lang),
+            ui=Labels(self.ui(view.lang)),
             csrf=self.csrf(sid) if sid and not view.ended else "",
             exit_url=self.settings.exit_url,
             uid=secrets.token_hex(4),
@@ -410,7 +425,7 @@ class WebChat:
     def fragment(self, view: View, sid: str | None) -> str:
         return self.templates.get_template("turn.html").render(
             view=view,
-            ui=self.ui(view.lang),
+            ui=Labels(self.ui(view.lang)),
             csrf=self.csrf(sid) if sid and not view.ended else "",
             uid=secrets.token_hex(4),
         )
@@ -577,7 +592,10 @@ class WebChat:
         if site is not None and site not in ("same-origin", "none"):
             raise Rejected(403, "web.error.expired")
         origin = request.headers.get("origin")
-        if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
+        # "null" comes from browsers that hide the origin; the token still has to match.
+        if origin not in (None, "null") and urlsplit(origin).netloc != request.headers.get(
+            "host", ""
+        ):
             raise Rejected(403, "web.error.expired")
         sid = self.sid_of(request)
         if sid is None or not hmac.compare_digest(form.get("csrf", ""), self.csrf(sid)):
