@@ -44,6 +44,7 @@ from bot.app import Assistant
 from bot.config import PROJECT_ROOT, Settings
 from bot.errors import ConfigError
 from bot.events import Incoming, Outcome, Reply
+from bot.session import Session
 
 log = logging.getLogger("hulpwijzer.web")
 
@@ -369,8 +370,10 @@ class WebChat:
         self.views = ViewCache(self.settings.cached_views, self.assistant.ttl.total_seconds())
         self._ip_salt = secrets.token_bytes(16)
         self.texts = self.assistant.engine.texts
+        self._ui: dict[str, dict[str, str]] = {}
         self.templates = Environment(
             loader=FileSystemLoader(TEMPLATE_DIR),
+            auto_reload=False,
             autoescape=select_autoescape(default=True, default_for_string=True),
             trim_blocks=True,
             lstrip_blocks=True,
@@ -397,12 +400,16 @@ class WebChat:
 
     def ui(self, lang: str) -> dict[str, str]:
         """Every `web.*` text of one language, by its short name (web.error.x -> error_x)."""
-        entries = self.texts.catalogues.get(lang) or self.texts.catalogues["nl"]
-        return {
-            key[4:].replace(".", "_"): value
-            for key, value in entries.items()
-            if key.startswith("web.")
-        }
+        labels = self._ui.get(lang)
+        if labels is None:
+            entries = self.texts.catalogues.get(lang) or self.texts.catalogues["nl"]
+            labels = {
+                key[4:].replace(".", "_"): value
+                for key, value in entries.items()
+                if key.startswith("web.")
+            }
+            self._ui[lang] = labels
+        return labels
 
     # ------------------------------------------------------------ rendering
     def page(
@@ -436,12 +443,16 @@ class WebChat:
     # ------------------------------------------------------------ turns
     async def run_turn(self, key: str, incoming: Incoming) -> tuple[Outcome, str]:
         """The Assistant is synchronous (SQLite): run it off the event loop."""
-        outcome = await run_in_threadpool(self.assistant.handle, key, incoming)
-        session = await run_in_threadpool(self.assistant.store.load, key)
+        outcome, session = await run_in_threadpool(self._handle, key, incoming)
         lang = session.lang if session is not None else self._lang_before(key)
         if outcome.erase:
             self.views.drop(key)
         return outcome, lang
+
+    def _handle(self, key: str, incoming: Incoming) -> tuple[Outcome, Session | None]:
+        """One hop to a worker thread: the turn, then the language it left the session in."""
+        outcome = self.assistant.handle(key, incoming)
+        return outcome, self.assistant.store.load(key)
 
     def _lang_before(self, key: str) -> str:
         previous = self.views.get(key)
