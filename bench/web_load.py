@@ -33,8 +33,15 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-PLAN = ("nl", "yes", "me", "a13_15", "bullying", "yes", "instagram")
-TYPED = "ik word gepest op school en online"
+_PRESSES = ("nl", "yes", "me", "a13_15", "bullying", "yes", "instagram")
+PLAN = [("press", option) for option in _PRESSES]
+# With the classifier: say what happened in one's own words, then confirm its suggestion.
+TYPED_PLAN = [
+    *PLAN[:4],
+    ("say", "ik word gepest op school en online"),
+    ("press", "yes"),
+    *PLAN[5:],
+]
 _CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 _BUTTON = re.compile(r'name="button" value="([^"]+)"')
 
@@ -67,7 +74,7 @@ async def timed(tally: Tally, call: object) -> httpx.Response | None:
 
 
 async def visitor(base: str, tally: Tally, typed: bool) -> None:
-    """One person: page, seven buttons (and one typed message), quick exit."""
+    """One person: the page, seven answers to the plan (one typed with --nlu), quick exit."""
     fetch = {"X-Hulpwijzer": "fetch"}
     async with httpx.AsyncClient(base_url=base, timeout=30.0) as client:
         page = await timed(tally, client.get("/"))
@@ -79,20 +86,16 @@ async def visitor(base: str, tally: Tally, typed: bool) -> None:
             return
         csrf = match.group(1)
         html = page.text
-        for index, option in enumerate(PLAN):
-            if typed and index == 4:
-                said = await timed(
-                    tally, client.post("/send", data={"csrf": csrf, "text": TYPED}, headers=fetch)
-                )
-                if said is None or said.status_code != 200:
+        for kind, value in TYPED_PLAN if typed else PLAN:
+            if kind == "say":
+                form = {"csrf": csrf, "text": value}
+            else:
+                data = buttons(html).get(value)
+                if data is None:
+                    tally.error(f"no_button_{value}")
                     return
-            data = buttons(html).get(option)
-            if data is None:
-                tally.error(f"no_button_{option}")
-                return
-            reply = await timed(
-                tally, client.post("/send", data={"csrf": csrf, "button": data}, headers=fetch)
-            )
+                form = {"csrf": csrf, "button": data}
+            reply = await timed(tally, client.post("/send", data=form, headers=fetch))
             if reply is None or reply.status_code != 200:
                 return
             html = reply.json()["html"]
@@ -133,6 +136,12 @@ def memory_kib(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             values[name] = int(rest.split()[0])
     return values
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (the server's own work, not waiting)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_ready(base: str, process: subprocess.Popen[bytes], seconds: float = 120.0) -> None:
@@ -180,9 +189,11 @@ def main() -> int:
         try:
             wait_ready(base, server)
             idle = memory_kib(server.pid)
+            cpu_before = cpu_seconds(server.pid)
             tally, seconds = asyncio.run(
                 drive(base, args.sessions, args.concurrency, args.max_seconds, args.nlu)
             )
+            server_cpu = cpu_seconds(server.pid) - cpu_before
             after = memory_kib(server.pid)
         finally:
             server.send_signal(signal.SIGINT)
@@ -202,14 +213,15 @@ def main() -> int:
     print()
     print(
         "| visitors done | requests | seconds | requests/s | p50 ms | p99 ms | errors "
-        "| RSS idle MiB | RSS after MiB | peak RSS MiB |"
+        "| server CPU ms/request | RSS idle MiB | RSS after MiB | peak RSS MiB |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     p50 = statistics.median(tally.latencies) * 1000 if requests else float("nan")
     p99 = percentile(tally.latencies, 0.99) * 1000 if requests else float("nan")
     print(
         f"| {tally.sessions_done} | {requests} | {seconds:.1f} | {requests / seconds:.0f} "
-        f"| {p50:.1f} | {p99:.1f} | {errors} | {idle.get('VmRSS', 0) / 1024:.0f} "
+        f"| {p50:.1f} | {p99:.1f} | {errors} | {server_cpu * 1000 / max(requests, 1):.1f} "
+        f"| {idle.get('VmRSS', 0) / 1024:.0f} "
         f"| {after.get('VmRSS', 0) / 1024:.0f} | {after.get('VmHWM', 0) / 1024:.0f} |"
     )
     if tally.errors:

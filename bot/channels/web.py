@@ -84,7 +84,7 @@ class WebSettings:
     # A whole classroom can share one address behind the school's router.
     ip_per_minute: int = 1200
     max_body: int = DEFAULT_MAX_BODY
-    cached_views: int = 10_000
+    cached_views: int = 5_000
     trusted_proxies: str = "127.0.0.1"
 
     @property
