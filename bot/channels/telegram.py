@@ -552,13 +552,13 @@ class TelegramChannel:
         if outcome.wipe_chat:
             mine = [message_id] if message_id is not None else []
             await self._delete(bot, chat_id, sorted({*earlier, *mine}), key)
-        sent: list[int] = []
+        sent = 0
         for reply in outcome.replies:
-            sent += [m.message_id for m in await self.send_reply(bot, chat_id, reply)]
-        if sent and not outcome.erase:
-            for sent_id in sent:
-                self.store.remember_message(key, sent_id, now)
-        log.debug("telegram_turn kind=%s replies=%d key=%s", incoming.kind, len(sent), key[:12])
+            for delivered in await self.send_reply(bot, chat_id, reply):
+                sent += 1
+                if not outcome.erase:  # remembered at once, so /wis finds it even if a later
+                    self.store.remember_message(key, delivered.message_id, now)  # part fails
+        log.debug("telegram_turn kind=%s replies=%d key=%s", incoming.kind, sent, key[:12])
 
     def _step(
         self, key: str, incoming: Incoming, message_id: int | None
@@ -679,7 +679,7 @@ class TelegramChannel:
 
 
 async def _quietly(coroutine: Coroutine[Any, Any, Any]) -> None:
-    """Side calls (answering a button, removing a keyboard) must not stop the turn."""
+    """A side call (answering a button press) must not stop the turn."""
     try:
         await coroutine
     except (BadRequest, Forbidden, NetworkError, RetryAfter) as error:
