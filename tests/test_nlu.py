@@ -546,6 +546,29 @@ def test_evaluate_counts_confusions_and_crisis_recall() -> None:
         assert word in table
 
 
+def test_metrics_match_scikit_learn(fixture_model: EmbeddedClassifier) -> None:
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    data = load_training_data(FIXTURE / "tests")
+    report = evaluate(fixture_model, data)
+    truth = [e.intent for e in data.examples]
+    predicted = [fixture_model.parse(e.text).intent for e in data.examples]
+    labels = sorted(set(truth) | set(predicted))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=labels, zero_division=0
+    )
+    assert report.accuracy == pytest.approx(accuracy_score(truth, predicted))
+    assert report.macro_f1 == pytest.approx(
+        f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)
+    )
+    for i, label in enumerate(labels):
+        score = report.per_intent[label]
+        assert (score.precision, score.recall, score.f1) == pytest.approx(
+            (precision[i], recall[i], f1[i])
+        )
+        assert score.support == support[i]
+
+
 def test_evaluate_fixture_model(fixture_model: EmbeddedClassifier) -> None:
     synonyms = load_training_data(FIXTURE / "data").synonyms
     report = evaluate(fixture_model, load_training_data(FIXTURE / "tests"), synonyms)
