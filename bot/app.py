@@ -15,6 +15,7 @@ from bot.errors import DataError
 from bot.events import Incoming, Outcome, Parse
 from bot.flow import Flow, load_flow
 from bot.lesson import load_lesson_mode
+from bot.letters import check_templates
 from bot.safety import default_rules
 from bot.store import SessionStore, SQLiteSessionStore, session_cipher, user_key
 from bot.texts import Texts
@@ -47,6 +48,9 @@ def load_knowledge(settings: Settings) -> Knowledge:
         directory = load_directory(settings.data_dir)
     except DataError as error:
         problems += error.problems
+    # Letter texts are read lazily when a draft is made; check them now so a broken file
+    # stops start-up instead of the conversation of whoever first asks for a letter.
+    problems += check_templates(settings.responses_dir / "letters")
     if problems or flow is None or texts is None or directory is None:
         raise DataError(problems)
     return Knowledge(flow, texts, directory)

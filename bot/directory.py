@@ -276,7 +276,9 @@ class _StrictLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int) and key in seen:
+            if not isinstance(key, str | int):
+                continue  # unhashable keys: SafeLoader reports them as a YAML error
+            if key in seen:
                 line = key_node.start_mark.line + 1
                 self.duplicates.append(f"line {line}: key {key!r} appears twice")
             seen.add(key)
@@ -336,6 +338,9 @@ def _read_entries(path: Path, problems: list[str]) -> list[tuple[int, Any]]:
         return []
     except yaml.YAMLError as exc:
         problems.append(f"{shown}: YAML error: {exc}")
+        return []
+    except RecursionError as exc:
+        problems += DataError.unreadable(shown, exc).problems
         return []
     finally:
         loader.dispose()

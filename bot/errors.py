@@ -13,3 +13,13 @@ class DataError(Exception):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("; ".join(problems) if problems else "data error")
+
+    @classmethod
+    def unreadable(cls, where: str, error: UnicodeDecodeError | RecursionError) -> DataError:
+        """A file YAML can't turn into data: not UTF-8, or nested (or self-referring) so
+        deeply that reading it would exhaust Python's stack (found by tests/test_fuzz.py)."""
+        if isinstance(error, UnicodeDecodeError):
+            return cls([f"{where}: is not UTF-8 text (byte {error.start}); save it as UTF-8"])
+        return cls(
+            [f"{where}: is nested too deeply or refers to itself (YAML anchors); simplify it"]
+        )

@@ -149,6 +149,8 @@ def load_flow(path: Path, check_graph: bool = True) -> Flow:
         mark = getattr(error, "problem_mark", None)
         position = f"line {mark.line + 1}" if mark is not None else "syntax error"
         raise DataError([f"{where}: not valid YAML ({position})"]) from None
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise DataError.unreadable(where, error) from None
     if not isinstance(raw, dict):
         raise DataError([f"{where}: must be a mapping with start, steps, advice and commands"])
     steps_raw = raw.get("steps")

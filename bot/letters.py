@@ -438,7 +438,7 @@ def _catalogue(path: str) -> dict[str, dict[str, str]]:
     """The short texts of one language; a broken file is an operator error."""
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise DataError([f"{path}: can't read it ({exc.__class__.__name__})"]) from exc
     problems: list[str] = []
     if not isinstance(raw, dict):

@@ -447,6 +447,8 @@ def _read(path: Path) -> tuple[list[_Rule], list[str]]:
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
         return [], [f"{path}: is not valid YAML: {detail}"]
+    except (UnicodeDecodeError, RecursionError) as exc:
+        return [], DataError.unreadable(str(path), exc).problems
     if not isinstance(raw, list) or not raw:
         return [], [f"{path}: must be a non-empty list of rules"]
     problems: list[str] = []

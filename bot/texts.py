@@ -68,11 +68,18 @@ class Texts:
             except yaml.YAMLError as error:
                 problems.append(f"{where}: not valid YAML ({_yaml_position(error)})")
                 continue
+            except (UnicodeDecodeError, RecursionError) as error:
+                problems += DataError.unreadable(where, error).problems
+                continue
             if not isinstance(raw, dict):
                 problems.append(f"{where}: must be a mapping of keys to texts")
                 continue
             entries: dict[str, str] = {}
-            _flatten("", raw, entries, problems, where)
+            try:
+                _flatten("", raw, entries, problems, where)
+            except RecursionError as error:  # an anchor that contains itself
+                problems += DataError.unreadable(where, error).problems
+                continue
             catalogues[lang] = entries
         texts = cls(catalogues)
         problems.extend(texts.problems(responses_dir))
