@@ -189,9 +189,10 @@ def keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
 def button_data(data: str | None) -> str:
     """Callback data as the engine should see it. Anything Telegram would never have
     produced from our buttons becomes '' (the engine answers it as an outdated button)."""
-    if not data or len(data.encode("utf-8")) > CALLBACK_DATA_LIMIT:
+    # ASCII first: encoding a lone surrogate ("\ud800" in the JSON) raises (issue 7 fuzz).
+    if not data or not (data.isascii() and data.isprintable()):
         return ""
-    if not (data.isascii() and data.isprintable()):
+    if len(data) > CALLBACK_DATA_LIMIT:  # ASCII: one byte per character
         return ""
     return data
 
