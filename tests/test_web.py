@@ -596,8 +596,7 @@ def test_rate_limit_per_session_is_429_with_retry_after(
 def test_rate_limit_per_address_covers_many_sessions(
     make_client: Callable[..., TestClient], clock: FakeClock
 ) -> None:
-    visitors = [make_client(ip_per_minute=5) for _ in range(1)]
-    app_client = visitors[0]
+    app_client = make_client(ip_per_minute=5)
     statuses = []
     for _ in range(6):
         app_client.cookies.clear()
@@ -654,13 +653,14 @@ def test_malformed_posts_get_a_calm_400(
     value=st.text(max_size=300),
 )
 def test_any_form_value_gets_an_answer_never_a_crash(
-    client: TestClient, field: str, value: str
+    client: TestClient, clock: FakeClock, field: str, value: str
 ) -> None:
+    clock.now += 60  # each example gets a fresh rate-limit allowance
     page = client.get("/").text
     response = client.post(
         "/send", data={"csrf": csrf_of(page), field: value}, headers={"X-Hulpwijzer": "fetch"}
     )
-    assert response.status_code in (200, 400, 429)
+    assert response.status_code in (200, 400)
     assert response.json()["html"]
 
 
