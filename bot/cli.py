@@ -81,7 +81,18 @@ def cmd_nlu(args: argparse.Namespace) -> int:
     if args.nlu_command == "eval":
         path = Path(args.path) if args.path else None
         return nlu.cmd_nlu_eval(settings.nlu_dir, settings.var_dir, path)
-    return nlu.cmd_nlu_classify(settings.nlu_dir, settings.var_dir, sys.stdin, sys.stdout)
+    # classify follows NLU_BACKEND (embedded, or a Rasa server), as the conversation does.
+    chosen = None
+    if settings.nlu_backend == "rasa":
+        chosen = nlu.make_classifier(
+            backend="rasa",
+            rasa_url=settings.rasa_url,
+            nlu_dir=settings.nlu_dir,
+            cache_dir=settings.var_dir,
+        )
+    return nlu.cmd_nlu_classify(
+        settings.nlu_dir, settings.var_dir, sys.stdin, sys.stdout, classifier=chosen
+    )
 
 
 def cmd_letter(args: argparse.Namespace) -> int:
