@@ -126,8 +126,12 @@ class TriageEngine:
         if state.step not in self.flow.steps:
             state = self.new_session(state.lang, state.mode)
         out = _Turn(now=incoming.now)
+        typed_command = incoming.kind == "text" and incoming.text.lstrip().startswith("/")
+        # A typed "/start" or "/stop" must work in a lesson too (the lesson tells pupils to
+        # type /start for real help), so commands go through _command in every mode.
         if state.mode == "lesson" and self.lesson is not None and incoming.kind != "command":
-            return self.lesson.step(state, incoming)
+            if not typed_command:
+                return self.lesson.step(state, incoming)
         if incoming.kind == "command" or incoming.text.lstrip().startswith("/"):
             return self._command(state, incoming, out, fresh=session is None)
         if incoming.kind == "media":

@@ -18,7 +18,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bot.directory import Directory
-from bot.engine import CRISIS_INTENTS, CrisisDetector, EngineSettings, TriageEngine
+from bot.engine import (
+    CRISIS_INTENTS,
+    MAX_TEXT_LENGTH,
+    CrisisDetector,
+    EngineSettings,
+    TriageEngine,
+)
 from bot.errors import DataError
 from bot.events import Button, Incoming, Outcome, Reply
 from bot.flow import Flow
@@ -136,6 +142,8 @@ def load_lessons(path: Path) -> Lessons:
         raise DataError([f"{where}: not valid YAML ({position})"]) from None
     except (UnicodeDecodeError, RecursionError) as error:
         raise DataError.unreadable(where, error) from None
+    except OSError as error:
+        raise DataError([f"{where}: can't read the file ({error.strerror})"]) from None
     try:
         return Lessons.model_validate(raw)
     except ValidationError as error:
@@ -194,7 +202,8 @@ class LessonMode:
     def step(self, session: Session, incoming: Incoming) -> tuple[Session | None, Outcome]:
         s = copy.deepcopy(session)
         out = Outcome()
-        if incoming.kind == "command":
+        typed_command = incoming.kind == "text" and incoming.text.lstrip().startswith("/")
+        if incoming.kind == "command" or typed_command:
             return self._command(s, incoming, out)
         if incoming.kind == "media":
             out.delete_incoming = True
@@ -209,6 +218,12 @@ class LessonMode:
         else:
             if self._is_crisis(incoming):
                 return self._hand_over(s, incoming)
+            if not incoming.text.strip():
+                self._render(s, out, lead="error.empty")
+                return s, out
+            if len(incoming.text) > MAX_TEXT_LENGTH:
+                self._render(s, out, lead="error.too_long", limit=MAX_TEXT_LENGTH)
+                return s, out
             choice = self._typed(s, incoming.text)
             if choice is None:
                 number = incoming.text.strip().isdecimal()
@@ -361,10 +376,12 @@ class LessonMode:
         case = self.lessons.case(str(s.lesson.get("case", "")))
         return case if case is not None else self.lessons.cases[0]
 
-    def _render(self, s: Session, out: Outcome, lead: str | None = None) -> None:
+    def _render(
+        self, s: Session, out: Outcome, lead: str | None = None, **values: object
+    ) -> None:
         """Say why (if needed), then show the lesson's current screen with fresh buttons."""
         if lead:
-            out.replies.append(Reply(self._t(s, lead)))
+            out.replies.append(Reply(self.texts.get(s.lang, lead, None, **values)))
         stage = self._stage(s)
         s.lesson = {**s.lesson, "stage": stage}
         s.turn += 1

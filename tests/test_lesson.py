@@ -341,3 +341,36 @@ def test_random_lessons_never_break_and_end_with_nothing_kept(engine: TriageEngi
             assert all(len(b.data.encode()) <= 64 for b in last.buttons)
 
     run()
+
+
+def test_typed_commands_work_in_the_lesson_as_in_every_channel(
+    assistant: Assistant, texts: Texts, tmp_path: Path
+) -> None:
+    """Some channels send a typed "/start" as text; the lesson tells pupils to type it."""
+    key = assistant.key_for("test", "pupil")
+    _start(assistant, key)
+    outcome = assistant.handle(key, Incoming("text", "/help"))
+    assert texts.get("nl", "lessons.help") in _text(outcome)
+    outcome = assistant.handle(key, Incoming("text", "/start"))
+    assert texts.get("nl", "welcome.text", hours=24) in _text(outcome)
+    session = assistant.store.load(key)
+    assert session is not None and session.mode == "user" and session.lesson == {}
+    outcome = assistant.handle(key, Incoming("text", "/start les"))
+    assert texts.get("nl", "lessons.intro") in _text(outcome)
+    outcome = assistant.handle(key, Incoming("text", "/stop"))
+    assert outcome.erase
+    assert _rows_in_every_table(tmp_path / "hw.sqlite3") == 0
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xff\xfe not utf-8", b"- just\n- a list\n", b"cases: [", b"", b"real_help: 5\ncases: {}\n"],
+)
+def test_a_damaged_lessons_file_stops_start_up_with_a_data_error(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / LESSONS_FILE
+    path.write_bytes(content)
+    with pytest.raises(DataError) as error:
+        load_lessons(path)
+    assert error.value.problems and all(str(path) in p for p in error.value.problems)
