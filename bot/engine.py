@@ -132,7 +132,8 @@ class TriageEngine:
         if state.mode == "lesson" and self.lesson is not None and incoming.kind != "command":
             if not typed_command:
                 return self.lesson.step(state, incoming)
-        if incoming.kind == "command" or incoming.text.lstrip().startswith("/"):
+        # Typed "/stop" is a command; button data "/stop" is a forged button (issue 7 fuzz).
+        if incoming.kind == "command" or typed_command:
             return self._command(state, incoming, out, fresh=session is None)
         if incoming.kind == "media":
             out.delete_incoming = True
@@ -400,8 +401,8 @@ class TriageEngine:
 
     def _reply_for_step(self, s: Session, step: Step, now: datetime | None) -> Reply:
         variant = s.answers.get(step.variant_by) if step.variant_by else None
-        if step.variant_by == "mode":
-            variant = s.mode
+        if step.kind == "plan" and s.mode == "volunteer":
+            variant = "volunteer"  # the plan is read aloud to the caller
         values: dict[str, object] = {"hours": self.settings.ttl_hours}
         if s.suggestion:
             values["situation"] = self._t(s, f"opt.situation.{s.suggestion}")
@@ -466,14 +467,14 @@ class TriageEngine:
             return None
         situation = s.answers.get("situation", "")
         # Sextortion is reported through the intimate-image route where no own route exists.
-        route = (
-            platform.routes.get(situation)
-            or platform.routes.get("image_abuse" if situation == "sextortion" else "")
-            or next(iter(platform.routes.values()), None)
+        route = platform.routes.get(situation) or platform.routes.get(
+            "image_abuse" if situation == "sextortion" else ""
         )
+        name = platform.name.get(s.lang)
         if route is None:
-            return None
-        name, how = platform.name.get(s.lang), route.how.get(s.lang)
+            # Another situation's route would point at the wrong form (e.g. intimate images).
+            return self._t(s, "route.generic", platform=name)
+        how = route.how.get(s.lang)
         line = self._t(s, "route.line", platform=name, how=how)
         if route.url:
             line = f"{line} {self._t(s, 'route.url', url=route.url)}"
