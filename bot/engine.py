@@ -197,7 +197,10 @@ class TriageEngine:
     def _button(self, s: Session, data: str, out: Outcome) -> None:
         match = _BUTTON.match(data.strip()) if len(data) <= 64 else None
         step = self.flow.step(s.step)
-        if match is None or int(match.group(1)) != s.turn or match.group(2) != s.step:
+        # A button counts when it belongs to the question asked now. The turn number only
+        # makes each message's buttons distinct: an earlier copy of the same question (asked
+        # again after an unclear answer) means the same thing, so it is not refused.
+        if match is None or match.group(2) != s.step:
             self._repeat(s, out, lead="error.stale_button")
             return
         option = step.option(match.group(3))
@@ -228,9 +231,6 @@ class TriageEngine:
         if s.mode == "lesson" and self.lesson is not None:
             # Help, language, back and the like mean something else in a practice lesson.
             return self.lesson.step(s, incoming)
-        if fresh and action not in ("language",):
-            self._render_into(s, out)
-            return s, out
         if action == "help":
             self._repeat(s, out, lead="help.text")
         elif action == "privacy":
@@ -309,6 +309,14 @@ class TriageEngine:
                 continue
             break
         s.step = name
+        entered = self.flow.step(name)
+        # Documents are made once, on the way in; asking the question again doesn't redo them.
+        if entered.kind == "letter_ready":
+            out.replies.extend(self._document_replies(s, None))
+        elif entered.kind in ("aangifte", "evidence"):
+            out.replies.extend(self._document_replies(s, entered.kind))
+        if entered.free_text not in ("urls", "name", "email"):
+            s.letter = {}  # left the letter questions: nothing typed for it is kept
         self._render_into(s, out)
 
     def _enter_entry(self, s: Session, name: str, out: Outcome) -> None:
@@ -384,14 +392,7 @@ class TriageEngine:
 
     def _render_into(self, s: Session, out: Outcome) -> None:
         s.turn += 1
-        step = self.flow.step(s.step)
-        if step.kind == "letter_ready":
-            out.replies.extend(self._document_replies(s, None))
-        elif step.kind in ("aangifte", "evidence"):
-            out.replies.extend(self._document_replies(s, step.kind))
-        elif step.free_text not in ("urls", "name", "email"):
-            s.letter = {}
-        out.replies.append(self._reply_for_step(s, step, _now(out)))
+        out.replies.append(self._reply_for_step(s, self.flow.step(s.step), _now(out)))
 
     def _repeat(self, s: Session, out: Outcome, lead: str | None = None, **values: object) -> None:
         """Say why, then ask the current question again with fresh buttons."""
