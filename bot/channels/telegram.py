@@ -627,7 +627,8 @@ class TelegramChannel:
         member = update.my_chat_member
         if member is None or member.chat.type not in (ChatType.GROUP, ChatType.SUPERGROUP):
             return
-        if member.new_chat_member.status in ("member", "administrator"):
+        joined = member.old_chat_member.status in ("left", "kicked")
+        if joined and member.new_chat_member.status in ("member", "administrator"):
             await self._explain_private_only(context.bot, member.chat.id, update)
 
     async def _explain_private_only(self, bot: Any, chat_id: int, update: Update) -> None:
