@@ -327,7 +327,11 @@ def _read_entries(path: Path, problems: list[str]) -> list[tuple[int, Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"{shown}: can't read the file ({exc.__class__.__name__})")
         return []
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # the reader refuses some characters (NUL) right here
+    except yaml.YAMLError as exc:
+        problems.append(f"{shown}: YAML error: {' '.join(str(exc).split())}")
+        return []
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

@@ -197,10 +197,10 @@ class TriageEngine:
     def _button(self, s: Session, data: str, out: Outcome) -> None:
         match = _BUTTON.match(data.strip()) if len(data) <= 64 else None
         step = self.flow.step(s.step)
-        # A button counts when it belongs to the question asked now. The turn number only
-        # makes each message's buttons distinct: an earlier copy of the same question (asked
-        # again after an unclear answer) means the same thing, so it is not refused.
-        if match is None or match.group(2) != s.step:
+        # A button counts when it belongs to the question asked now, from a turn that
+        # happened: an earlier copy of the same question (asked again after an unclear
+        # answer) means the same thing, so it is not refused; a turn from the future is.
+        if match is None or match.group(2) != s.step or int(match.group(1)) > s.turn:
             self._repeat(s, out, lead="error.stale_button")
             return
         option = step.option(match.group(3))

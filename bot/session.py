@@ -42,4 +42,13 @@ class Session:
             raise ValueError("session has a malformed step")
         if not isinstance(session.history, list) or not isinstance(session.answers, dict):
             raise ValueError("session has malformed history or answers")
+        # Element types too: a damaged or older state must start over, not crash a turn.
+        if not all(isinstance(step, str) for step in session.history):
+            raise ValueError("session history holds something that is not a step")
+        if not all(isinstance(v, str) for pair in session.answers.items() for v in pair):
+            raise ValueError("session answers are not text")
+        if not all(isinstance(v, str | None) for v in (session.resume, session.suggestion)):
+            raise ValueError("session has a malformed resume step or suggestion")
+        if not isinstance(session.letter, dict) or not isinstance(session.lesson, dict):
+            raise ValueError("session has malformed letter or lesson state")
         return session
