@@ -186,6 +186,28 @@ def test_whole_conversation_from_start_to_the_plan_by_buttons(tmp_path: Path) ->
     run(scenario)
 
 
+def test_a_drafted_letter_arrives_as_text_and_as_a_file_that_wis_removes(tmp_path: Path) -> None:
+    user = 5353
+    path = ["nl", "yes", "me", "a13_15", "image_abuse", "public", "other", "stranger", "letter"]
+
+    async def scenario(tg: FakeTelegram) -> None:
+        async with bot_on(tg, tmp_path):
+            await walk(tg, user, [*path, "other", "skip"])
+            documents = tg.calls_to("sendDocument")
+            assert len(documents) == 1
+            file = documents[0].params["document"]
+            assert file["filename"].endswith(".txt")
+            letter = file["content"].decode("utf-8")
+            assert "art. 252 Sr" in letter
+            assert letter.strip() in "\n".join(tg.sent_texts(user))  # also readable as text
+            await tg.wait_idle(quiet=0.05)
+            await act(tg, user, lambda: tg.send_text(user, "/wis"), until=nl("wipe.done"))
+            await tg.wait_idle(quiet=0.1)
+            assert [m.get("text") for m in tg.chat(user).messages.values()] == [nl("wipe.done")]
+
+    run(scenario)
+
+
 def test_deep_links_choose_language_and_volunteer_mode(tmp_path: Path) -> None:
     async def scenario(tg: FakeTelegram) -> None:
         async with bot_on(tg, tmp_path):
