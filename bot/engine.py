@@ -275,7 +275,12 @@ class TriageEngine:
             out.erase = True
             out.replies.append(Reply(self._t(s, "stop.done")))
             return
-        self._goto(s, name, out, remember=step.id not in self.flow.entry_points)
+        # A button into an interruption ("talk to a person") comes back here afterwards,
+        # as a typed one does; without it "go on" restarted at the first question.
+        entering = name in self.flow.entry_points and step.id not in self.flow.entry_points
+        if entering:
+            s.resume = step.id
+        self._goto(s, name, out, remember=step.id not in self.flow.entry_points and not entering)
 
     def _accept_suggestion(self, s: Session, suggested: str | None, out: Outcome) -> None:
         situation_step = self.flow.step("situation")
