@@ -63,11 +63,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from bot.app import build_assistant
+    """Only the store: retention must work even when a data file is broken, and building
+    the Assistant would purge first and report 0 (issue 7)."""
+    from datetime import UTC, datetime
+
+    from bot.store import SQLiteSessionStore, session_cipher
 
     settings = _settings(args)
-    assistant = build_assistant(settings, with_nlu=False)
-    removed = assistant.purge()
+    store = SQLiteSessionStore(settings.db_path, session_cipher(settings.secret))
+    removed = store.purge(datetime.now(UTC) - settings.session_ttl)
+    store.close()
     print(f"Purged {removed} idle session(s) older than {settings.session_ttl}.")
     return 0
 
