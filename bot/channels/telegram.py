@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import re
@@ -18,11 +19,13 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import tornado.web
 from dotenv import dotenv_values
 from telegram import (
     BotCommand,
@@ -53,6 +56,7 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.ext._utils import webhookhandler as ptb_webhook
 from telegram.request import BaseRequest, RequestData
 
 from bot.app import Assistant
@@ -202,9 +206,23 @@ class RedactLibraryArguments(logging.Filter):
     """python-telegram-bot and httpx log whole updates, request parameters and URLs that
     contain the token at DEBUG/INFO. Keep their messages, drop their arguments."""
 
-    PREFIXES = ("telegram", "httpx", "httpcore", "tornado", "hpack", "apscheduler")
+    PREFIXES = (
+        "telegram",
+        "httpx",
+        "httpcore",
+        "tornado",
+        "hpack",
+        "apscheduler",
+        "aiohttp",
+        "asyncio",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(self.PREFIXES) and record.exc_info and record.exc_info[1]:
+            # PTB logs InvalidToken at ERROR with the token in its message (issue 7):
+            # keep the frames, drop every exception message in the chain.
+            record.exc_text = _frames_only(record.exc_info[1])
+            record.exc_info = None
         if record.name.startswith(self.PREFIXES) and record.args:
             if isinstance(record.args, tuple):
                 record.args = tuple(
@@ -215,6 +233,20 @@ class RedactLibraryArguments(logging.Filter):
                 record.msg = f"{record.msg} (arguments redacted)"
                 record.args = ()
         return True
+
+
+def _frames_only(error: BaseException) -> str:
+    """A traceback of file:line:function and exception types, without any message."""
+    lines: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = traceback.extract_tb(current.__traceback__)
+        lines += [f"  {Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames]
+        lines.append(f"{type(current).__module__}.{type(current).__name__} (message redacted)")
+        current = current.__cause__ or current.__context__
+    return "Traceback (the error, then its causes; messages redacted):\n" + "\n".join(lines)
 
 
 def protect_logs() -> None:
@@ -697,6 +729,25 @@ def file_url_for(base_url: str) -> str:
     return base + "/file/bot"
 
 
+# ---------------------------------------------------------------------- webhook secret
+class ConstantTimeSecretHandler(ptb_webhook.TelegramHandler):
+    """PTB 22 compares X-Telegram-Bot-Api-Secret-Token with `!=` (timing tells a guesser
+    how much is right) and logs a wrong one at DEBUG. Check it first with
+    hmac.compare_digest; a request without the right secret never reaches PTB (issue 7)."""
+
+    def _validate_post(self) -> None:
+        if self.secret_token is not None:
+            given = self.request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+            if not hmac.compare_digest(given.encode(), self.secret_token.encode()):
+                raise tornado.web.HTTPError(HTTPStatus.FORBIDDEN)
+        super()._validate_post()
+
+
+def use_constant_time_secret() -> None:
+    """PTB's webhook app builds its handler from this module global at start-up."""
+    ptb_webhook.TelegramHandler = ConstantTimeSecretHandler  # type: ignore[misc]
+
+
 def build_application(
     settings: Settings,
     assistant: Assistant,
@@ -711,6 +762,7 @@ def build_application(
     (block=False), so different people go concurrently while PerUserOrder keeps each
     person's updates in order."""
     token = validate_telegram_token(settings.telegram_token)
+    use_constant_time_secret()
     # Opt in to PTB's coming timedelta durations now; otherwise every 429 warns about it.
     os.environ.setdefault("PTB_TIMEDELTA", "1")
     channel = TelegramChannel(assistant, engine_in_thread=engine_in_thread, purge_every=purge_every)
