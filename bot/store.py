@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import sqlite3
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -38,7 +39,15 @@ _MIGRATIONS: list[list[str]] = [
         " PRIMARY KEY (key, message_id))",
         "CREATE INDEX IF NOT EXISTS chat_messages_sent ON chat_messages(sent_at)",
     ],
+    [
+        # The last channel update each person's turn came from, and its replies until they
+        # are all sent (encrypted): a restarted bot finishes a cut-off turn exactly once.
+        "CREATE TABLE IF NOT EXISTS turns ("
+        " key TEXT PRIMARY KEY, update_id INTEGER NOT NULL, stage TEXT NOT NULL,"
+        " state_before BLOB, outbox BLOB, sent INTEGER NOT NULL DEFAULT 0, at REAL NOT NULL)",
+    ],
 ]
+TABLES = ("sessions", "chat_messages", "turns")
 
 
 def _derive(secret: str, purpose: bytes) -> bytes:
@@ -58,6 +67,17 @@ def session_cipher(secret: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(_derive(secret, b"hulpwijzer session state v1")))
 
 
+@dataclass(frozen=True)
+class Turn:
+    """Where a person's last channel update got to: 'begun' (the engine may have run),
+    'sending' (`outbox` holds the replies, `sent` of them delivered) or 'done'."""
+
+    update_id: int
+    stage: str
+    sent: int = 0
+    outbox: bytes | None = None
+
+
 class SessionStore(Protocol):
     def load(self, key: str) -> Session | None: ...
 
@@ -70,6 +90,18 @@ class SessionStore(Protocol):
     def remember_message(self, key: str, message_id: int, now: datetime) -> None: ...
 
     def message_ids(self, key: str, now: datetime) -> list[int]: ...
+
+    def turn(self, key: str) -> Turn | None: ...
+
+    def begin_turn(self, key: str, update_id: int, now: datetime) -> None: ...
+
+    def undo_turn(self, key: str) -> None: ...
+
+    def journal_outbox(self, key: str, update_id: int, outbox: bytes, now: datetime) -> None: ...
+
+    def mark_sent(self, key: str, sent: int) -> None: ...
+
+    def finish_turn(self, key: str, keep: bool) -> None: ...
 
 
 class SQLiteSessionStore:
@@ -129,6 +161,7 @@ class SQLiteSessionStore:
         with self._lock, self.db.conn:
             self.db.execute("DELETE FROM sessions WHERE key = ?", [key])
             self.db.execute("DELETE FROM chat_messages WHERE key = ?", [key])
+            self.db.execute("DELETE FROM turns WHERE key = ?", [key])
 
     def purge(self, older_than: datetime) -> int:
         """Delete idle sessions (and their message ids); returns how many sessions went."""
@@ -140,9 +173,17 @@ class SQLiteSessionStore:
                     "SELECT key FROM sessions WHERE updated_at < ?", [cutoff]
                 ).fetchall()
             ]
+            self.db.execute(
+                "DELETE FROM turns WHERE key IN (SELECT key FROM sessions WHERE updated_at < ?)",
+                [cutoff],
+            )
             self.db.execute("DELETE FROM sessions WHERE updated_at < ?", [cutoff])
             self.db.execute(
                 "DELETE FROM chat_messages WHERE key NOT IN (SELECT key FROM sessions)"
+            )
+            self.db.execute(
+                "DELETE FROM turns WHERE key NOT IN (SELECT key FROM sessions) AND at < ?",
+                [cutoff],
             )
         return len(stale)
 
@@ -174,7 +215,7 @@ class SQLiteSessionStore:
             if key is None:
                 return sum(
                     int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
-                    for table in ("sessions", "chat_messages")
+                    for table in TABLES
                 )
             return sum(
                 int(
@@ -183,8 +224,77 @@ class SQLiteSessionStore:
                         [key],
                     ).fetchone()[0]
                 )
-                for table in ("sessions", "chat_messages")
+                for table in TABLES
             )
+
+    # ------------------------------------------------------------ the turn journal
+    def turn(self, key: str) -> Turn | None:
+        with self._lock:
+            row = self.db.execute(
+                "SELECT update_id, stage, sent, outbox FROM turns WHERE key = ?", [key]
+            ).fetchone()
+        if row is None:
+            return None
+        outbox = None
+        if row[3] is not None:
+            try:
+                outbox = self._cipher.decrypt(bytes(row[3]))
+            except InvalidToken:
+                return None  # another secret: nothing to finish
+        return Turn(int(row[0]), str(row[1]), int(row[2]), outbox)
+
+    def begin_turn(self, key: str, update_id: int, now: datetime) -> None:
+        """Before the engine runs: remember the update and the state it starts from."""
+        with self._lock:
+            self.db.execute(
+                "INSERT OR REPLACE INTO turns"
+                "(key, update_id, stage, state_before, outbox, sent, at)"
+                " VALUES (?, ?, 'begun', (SELECT state FROM sessions WHERE key = ?), NULL, 0, ?)",
+                [key, int(update_id), key, now.timestamp()],
+            )
+
+    def undo_turn(self, key: str) -> None:
+        """A turn cut off before its replies were journaled: put the state back as it was."""
+        with self._lock, self.db.conn:
+            row = self.db.execute(
+                "SELECT state_before, at FROM turns WHERE key = ? AND stage = 'begun'", [key]
+            ).fetchone()
+            if row is None:
+                return
+            if row[0] is None:
+                self.db.execute("DELETE FROM sessions WHERE key = ?", [key])
+            else:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO sessions(key, state, updated_at) VALUES (?, ?, ?)",
+                    [key, row[0], row[1]],
+                )
+
+    def journal_outbox(self, key: str, update_id: int, outbox: bytes, now: datetime) -> None:
+        """The engine's answer, encrypted, until every message of it has been sent."""
+        blob = self._cipher.encrypt(outbox)
+        with self._lock:
+            self.db.execute(
+                "INSERT OR REPLACE INTO turns"
+                "(key, update_id, stage, state_before, outbox, sent, at)"
+                " VALUES (?, ?, 'sending', NULL, ?, 0, ?)",
+                [key, int(update_id), blob, now.timestamp()],
+            )
+
+    def mark_sent(self, key: str, sent: int) -> None:
+        with self._lock:
+            self.db.execute("UPDATE turns SET sent = ? WHERE key = ?", [int(sent), key])
+
+    def finish_turn(self, key: str, keep: bool) -> None:
+        """Done: keep only the update id (to skip a redelivery), or nothing after an erase."""
+        with self._lock:
+            if keep:
+                self.db.execute(
+                    "UPDATE turns SET stage = 'done', state_before = NULL, outbox = NULL "
+                    "WHERE key = ?",
+                    [key],
+                )
+            else:
+                self.db.execute("DELETE FROM turns WHERE key = ?", [key])
 
     def integrity_ok(self) -> bool:
         with self._lock:

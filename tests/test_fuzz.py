@@ -423,7 +423,9 @@ def test_letter_fields_in_the_chat_take_a_value_or_explain(
     before = data.draw(st.sampled_from(letter_places))
     after, outcome = engine.step(before, Incoming("text", value, NOW))
     _check_answer(engine, after, outcome)
-    assert after is not None
+    if after is None:  # a typed /stop is a command wherever it is typed
+        assert outcome.erase and value.lstrip().lower().startswith("/")
+        return
     if after.step == before.step and engine.detect_crisis(value) is None:
         # Refused: the reason, the question again, nothing stored from the value.
         _same_place(before, after)

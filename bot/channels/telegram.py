@@ -60,6 +60,14 @@ from telegram.ext._utils import webhookhandler as ptb_webhook
 from telegram.request import BaseRequest, RequestData
 
 from bot.app import Assistant
+from bot.channels.delivery import (
+    AckAfterTurnBot,
+    Outgoing,
+    TurnTrackingApplication,
+    UpdateTracker,
+    pack,
+    unpack,
+)
 from bot.config import PROJECT_ROOT, Settings, validate_telegram_token
 from bot.errors import ConfigError
 from bot.events import Button, Incoming, Outcome, Reply
@@ -188,6 +196,20 @@ def keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
     keys = [InlineKeyboardButton(b.label, callback_data=b.data) for b in buttons]
     per_row = 2 if len(keys) > 1 and all(len(b.label) <= SHORT_LABEL for b in buttons) else 1
     return InlineKeyboardMarkup([keys[i : i + per_row] for i in range(0, len(keys), per_row)])
+
+
+def outgoing(reply: Reply) -> list[Outgoing]:
+    """One Reply as Telegram messages: text in parts of at most 4,096 characters, the
+    buttons under the last part (or under the document, which comes last)."""
+    buttons = tuple((b.data, b.label) for b in reply.buttons)
+    parts = split_text(reply.text)
+    messages = [
+        Outgoing(part, buttons if number == len(parts) and reply.document is None else ())
+        for number, part in enumerate(parts, start=1)
+    ]
+    if reply.document is not None:
+        messages.append(Outgoing("", buttons, reply.document.filename, reply.document.content))
+    return messages
 
 
 def button_data(data: str | None) -> str:
@@ -495,7 +517,13 @@ class TelegramChannel:
                 log.warning("purge_failed kind=%s", type(error).__name__)
 
     async def unregister(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
-        """post_stop: end the purge loop with the application."""
+        """post_stop: end the purge loop with the application; tell Telegram which updates
+        were answered, so none is delivered again at the next start."""
+        if isinstance(application.bot, AckAfterTurnBot):
+            try:
+                await application.bot.confirm_finished()
+            except Exception as error:  # they come again and are skipped by the journal
+                log.info("telegram_confirm_failed kind=%s", type(error).__name__)
         if self._purger is not None:
             self._purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -567,61 +595,88 @@ class TelegramChannel:
         # Taking the person's turn is the first thing that can wait: arrival order holds.
         async with self.order.turn(key), self.capacity:
             try:
-                await self._turn(context.bot, key, chat.id, incoming, message_id)
+                await self._turn(context.bot, key, chat.id, incoming, message_id, update.update_id)
             except Exception as error:  # reported and survived, never re-raised
                 await self._failed(context.bot, error, key, chat.id, user.language_code)
 
     async def _turn(
-        self, bot: Any, key: str, chat_id: int, incoming: Incoming, message_id: int | None
+        self,
+        bot: Any,
+        key: str,
+        chat_id: int,
+        incoming: Incoming,
+        message_id: int | None,
+        update_id: int | None = None,
     ) -> None:
         now = utcnow()
         incoming = replace(incoming, now=now)
         if self.engine_in_thread:
-            outcome, earlier = await asyncio.to_thread(self._step, key, incoming, message_id)
+            plan = await asyncio.to_thread(self._step, key, incoming, message_id, update_id)
         else:
-            outcome, earlier = self._step(key, incoming, message_id)
-        if outcome.delete_incoming and message_id is not None:
+            plan = self._step(key, incoming, message_id, update_id)
+        if plan is None:
+            log.info("telegram_redelivery_skipped key=%s", key[:12])
+            return
+        outcome, earlier, messages, already, erase = plan
+        if outcome is not None and outcome.delete_incoming and message_id is not None:
             await self._delete(bot, chat_id, [message_id], key)
-        if outcome.wipe_chat:
+        if outcome is not None and outcome.wipe_chat:
             mine = [message_id] if message_id is not None else []
             await self._delete(bot, chat_id, sorted({*earlier, *mine}), key)
-        sent = 0
-        for reply in outcome.replies:
-            for delivered in await self.send_reply(bot, chat_id, reply):
-                sent += 1
-                if not outcome.erase:  # remembered at once, so /wis finds it even if a later
-                    self.store.remember_message(key, delivered.message_id, now)  # part fails
-        log.debug("telegram_turn kind=%s replies=%d key=%s", incoming.kind, sent, key[:12])
+        for number, message in enumerate(messages[already:], start=already + 1):
+            delivered = await self._send(bot, chat_id, message)
+            if not erase:  # remembered at once, so /wis finds it even if a later part fails
+                self.store.remember_message(key, delivered.message_id, now)
+            if update_id is not None and number < len(messages):  # the last: finish_turn
+                self.store.mark_sent(key, number)
+        if update_id is not None:
+            self.store.finish_turn(key, keep=not erase)
+        log.debug("telegram_turn kind=%s replies=%d key=%s", incoming.kind, len(messages), key[:12])
 
     def _step(
-        self, key: str, incoming: Incoming, message_id: int | None
-    ) -> tuple[Outcome, list[int]]:
+        self, key: str, incoming: Incoming, message_id: int | None, update_id: int | None
+    ) -> tuple[Outcome | None, list[int], list[Outgoing], int, bool] | None:
         """The blocking part (SQLite, the classifier), in one go so it can run in a thread.
-        Message ids are read before a command, because an erase deletes them with the rest."""
+        Message ids are read before a command, because an erase deletes them with the rest.
+
+        With an update id, the turn is journaled (bot/channels/delivery.py): an update
+        delivered again after a crash is skipped if it was answered (None), finishes
+        sending if it was cut off while sending, and runs again from the state it began
+        with if it was cut off before its answer was written down."""
         now = incoming.now or utcnow()
+        if update_id is not None:
+            turn = self.store.turn(key)
+            if turn is not None and (
+                turn.update_id > update_id or (turn.update_id == update_id and turn.stage == "done")
+            ):
+                return None
+            if turn is not None and turn.update_id == update_id:
+                if turn.stage == "sending" and turn.outbox is not None:
+                    messages, erase = unpack(turn.outbox)
+                    return None, [], messages, turn.sent, erase
+                self.store.undo_turn(key)
+            self.store.begin_turn(key, update_id, now)
         earlier = self.store.message_ids(key, now) if incoming.kind == "command" else []
         outcome = self.assistant.handle(key, incoming)
         if message_id is not None and not (outcome.erase or outcome.delete_incoming):
             self.store.remember_message(key, message_id, now)
-        return outcome, earlier
+        messages = [message for reply in outcome.replies for message in outgoing(reply)]
+        if update_id is not None:
+            self.store.journal_outbox(key, update_id, pack(messages, outcome.erase), now)
+        return outcome, earlier, messages, 0, outcome.erase
+
+    async def _send(self, bot: Any, chat_id: int, message: Outgoing) -> Message:
+        markup = keyboard([Button(data, label) for data, label in message.buttons])
+        if message.filename is not None:
+            document = InputFile((message.content or "").encode("utf-8"), filename=message.filename)
+            sent: Message = await bot.send_document(chat_id, document, reply_markup=markup)
+            return sent
+        sent = await bot.send_message(chat_id, message.text, reply_markup=markup)
+        return sent
 
     async def send_reply(self, bot: Any, chat_id: int, reply: Reply) -> list[Message]:
-        """One Reply as Telegram messages: text in parts of at most 4,096 characters, the
-        buttons under the last part (or under the document, which comes last)."""
-        markup = keyboard(reply.buttons)
-        parts = split_text(reply.text)
-        sent: list[Message] = []
-        for number, part in enumerate(parts, start=1):
-            last = number == len(parts) and reply.document is None
-            sent.append(
-                await bot.send_message(chat_id, part, reply_markup=markup if last else None)
-            )
-        if reply.document is not None:
-            document = InputFile(
-                reply.document.content.encode("utf-8"), filename=reply.document.filename
-            )
-            sent.append(await bot.send_document(chat_id, document, reply_markup=markup))
-        return sent
+        """One Reply as Telegram messages (see `outgoing`)."""
+        return [await self._send(bot, chat_id, message) for message in outgoing(reply)]
 
     async def _delete(self, bot: Any, chat_id: int, message_ids: list[int], key: str) -> None:
         """Delete what Telegram still lets us (48 hours); a refusal is logged, not fatal."""
@@ -767,21 +822,28 @@ def build_application(
     os.environ.setdefault("PTB_TIMEDELTA", "1")
     channel = TelegramChannel(assistant, engine_in_thread=engine_in_thread, purge_every=purge_every)
     bot_profile(channel.texts)  # fail now, not after connecting, if a text is too long
+    servers: dict[str, str] = {}
+    if settings.telegram_base_url:
+        servers["base_url"] = settings.telegram_base_url
+        servers["base_file_url"] = file_url_for(settings.telegram_base_url)
+    # Updates are confirmed to Telegram only once answered (bot/channels/delivery.py).
+    bot = AckAfterTurnBot(
+        UpdateTracker(),
+        token=token,
+        request=AiohttpRequest(CONNECTIONS),
+        get_updates_request=AiohttpRequest(1),
+        rate_limiter=PatientRateLimiter(max_rate),
+        defaults=Defaults(link_preview_options=LinkPreviewOptions(is_disabled=True)),
+        **servers,
+    )
     builder = (
         ApplicationBuilder()
-        .token(token)
-        .rate_limiter(PatientRateLimiter(max_rate))
-        .defaults(Defaults(link_preview_options=LinkPreviewOptions(is_disabled=True)))
+        .bot(bot)
+        .application_class(TurnTrackingApplication)
         .concurrent_updates(False)
-        .request(AiohttpRequest(CONNECTIONS))
-        .get_updates_request(AiohttpRequest(1))
         .post_init(channel.register)
         .post_stop(channel.unregister)
     )
-    if settings.telegram_base_url:
-        builder = builder.base_url(settings.telegram_base_url).base_file_url(
-            file_url_for(settings.telegram_base_url)
-        )
     application = builder.build()
     channel.install(application)
     application.bot_data["channel"] = channel

@@ -1,0 +1,279 @@
+"""Faults: a misbehaving Bot API, a bot killed in the middle of a turn, a graceful stop.
+
+The whole story runs as bench/reliability.py does (30 people here, 200 there): the real
+`python -m bot telegram` against the fake Bot API server with 429s, 500s, slow answers,
+timeouts and dropped connections, killed with SIGKILL and restarted, stopped with SIGTERM
+and restarted. Smaller tests pin down each fault and each point a turn can be cut off at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_telegram import TOKEN, FakeTelegram
+
+from bot.app import Assistant, build_assistant
+from bot.channels import telegram as telegram_channel
+from bot.channels.delivery import UpdateTracker, unpack
+from bot.channels.telegram import TelegramChannel, build_application
+from bot.config import load_settings
+from bot.events import Incoming
+from bot.texts import Texts
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import reliability  # noqa: E402
+
+SECRET = "faults-test-secret-" + "f" * 40
+TEXTS = Texts.load(ROOT / "responses")
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def nl(key: str, **values: object) -> str:
+    return TEXTS.get("nl", key, **values)
+
+
+# ---------------------------------------------------------------------- the whole story
+def test_thirty_people_through_faults_a_sigkill_and_a_sigterm(tmp_path: Path) -> None:
+    result = asyncio.run(reliability.run(30, 0.05, seed=11, folder=tmp_path, stall=30.0))
+    reliability.print_table(result)  # shown with -s, and in the log of a failing run
+    assert sum(result.faults.values()) > 0
+    assert result.lost == 0, "a reply never arrived"
+    assert result.duplicated == 0, "a reply arrived twice"
+    assert result.unfinished == 0
+    # The kill left every session readable, at the step of the last question the person
+    # saw (or the next one, with its answer in flight); the restart finished those turns.
+    assert result.sessions_at_kill == result.sessions_readable_after_kill == 30
+    assert result.sessions_at_their_step_after_kill == 30
+    assert result.in_flight_at_kill > 0
+    # SIGTERM: every update already taken was answered before the process exited.
+    assert result.term_exit_code == 0
+    assert result.answered_before_exit == result.in_flight_at_term
+    assert result.sessions_final_ok == 30
+    assert result.integrity == "ok"
+    assert result.tracebacks == 0
+    assert result.ok, result.problems
+
+
+# ---------------------------------------------------------------------- single faults
+@asynccontextmanager
+async def telegram_bot(tg: FakeTelegram, tmp: Path) -> AsyncIterator[Assistant]:
+    settings = load_settings(
+        {
+            "HULPWIJZER_SECRET": SECRET,
+            "HULPWIJZER_DB": str(tmp / "hw.sqlite3"),
+            "HULPWIJZER_VAR": str(tmp / "var"),
+            "NLU_BACKEND": "none",
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_BASE_URL": tg.base_url,
+        },
+        root=ROOT,
+    )
+    assistant = build_assistant(settings, with_nlu=False)
+    application = build_application(settings, assistant, max_rate=0)
+    await application.initialize()
+    assert application.post_init is not None and application.updater is not None
+    await application.post_init(application)
+    await application.updater.start_polling(poll_interval=0.0, timeout=1)
+    await application.start()
+    try:
+        yield assistant
+    finally:
+        await application.updater.stop()
+        await application.stop()
+        assert application.post_stop is not None
+        await application.post_stop(application)
+        await application.shutdown()
+
+
+def _run(scenario: Callable[[FakeTelegram], Any]) -> None:
+    async def wrapper() -> None:
+        async with FakeTelegram(long_poll_cap=0.5) as tg:
+            await scenario(tg)
+
+    asyncio.run(wrapper())
+
+
+WELCOME = nl("welcome.text", hours=24).splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "kind, methods",
+    [
+        ("429", ["sendMessage"]),
+        ("500", ["sendMessage"]),
+        ("drop", ["sendMessage"]),
+        ("slow", ["sendMessage"]),  # slower than the read timeout: a timeout
+        ("500", ["getUpdates"]),
+        ("drop", ["getUpdates"]),
+    ],
+)
+def test_each_fault_delays_the_answer_but_it_arrives_exactly_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, methods: list[str]
+) -> None:
+    monkeypatch.setattr(telegram_channel, "READ_TIMEOUT", 0.5)
+    person = 4711
+
+    async def scenario(tg: FakeTelegram) -> None:
+        async with telegram_bot(tg, tmp_path):
+            tg.fail(kind, methods, times=2, retry_after=1, delay=1.5)
+            tg.send_text(person, "/start")
+            await tg.wait_for(lambda: bool(tg.sent(person)), timeout=30, what="the answer")
+            await tg.wait_idle(quiet=0.5, timeout=30)
+            assert [WELCOME in t for t in tg.sent_texts(person)] == [True]
+            faulted = [c for c in tg.calls if c.fault and c.method in methods]
+            assert len(faulted) == 2  # both faults were met and got over
+
+    _run(scenario)
+
+
+def test_a_429_is_waited_out_for_retry_after_seconds(tmp_path: Path) -> None:
+    person = 4712
+
+    async def scenario(tg: FakeTelegram) -> None:
+        async with telegram_bot(tg, tmp_path):
+            tg.fail("429", ["sendMessage"], times=1, retry_after=2)
+            tg.send_text(person, "/start")
+            await tg.wait_for(lambda: bool(tg.sent(person)), timeout=30, what="the answer")
+            refused = next(c for c in tg.calls if c.fault == "429")
+            delivered = tg.sent(person)[0]
+            assert delivered.at - refused.at >= 1.9
+            await tg.wait_idle(quiet=0.3)
+            assert len(tg.sent(person)) == 1
+
+    _run(scenario)
+
+
+# ---------------------------------------------------------------------- cut off mid-turn
+@pytest.fixture
+def channel(tmp_path: Path) -> TelegramChannel:
+    settings = load_settings(
+        {
+            "HULPWIJZER_SECRET": SECRET,
+            "HULPWIJZER_DB": str(tmp_path / "hw.sqlite3"),
+            "HULPWIJZER_VAR": str(tmp_path / "var"),
+            "NLU_BACKEND": "none",
+        },
+        root=ROOT,
+    )
+    return TelegramChannel(build_assistant(settings, with_nlu=False), engine_in_thread=False)
+
+
+def _press(channel: TelegramChannel, key: str, option: str) -> Incoming:
+    session = channel.store.load(key)
+    assert session is not None
+    return Incoming("button", f"{session.turn}:{session.step}:{option}", NOW)
+
+
+def test_an_update_answered_before_a_crash_is_skipped_when_it_comes_again(
+    channel: TelegramChannel,
+) -> None:
+    key = channel.assistant.key_for("telegram", 1)
+    plan = channel._step(key, Incoming("command", "/start", NOW), 1, update_id=100)
+    assert plan is not None and plan[2]
+    channel.store.finish_turn(key, keep=True)  # everything was sent
+    assert channel._step(key, Incoming("command", "/start", NOW), 1, update_id=100) is None
+    assert channel._step(key, Incoming("command", "/help", NOW), 2, update_id=99) is None
+
+
+def test_a_crash_while_sending_sends_the_rest_of_the_same_answer(
+    channel: TelegramChannel,
+) -> None:
+    key = channel.assistant.key_for("telegram", 2)
+    channel._step(key, Incoming("command", "/start", NOW), 1, update_id=200)
+    channel.store.finish_turn(key, keep=True)
+    first = channel._step(key, _press(channel, key, "nl"), None, update_id=201)
+    assert first is not None
+    _, _, messages, already, erase = first
+    assert already == 0 and not erase and messages
+    channel.store.mark_sent(key, 1)  # one message went out, then the process died
+    session_then = channel.store.load(key)
+    again = channel._step(key, _press(channel, key, "nl"), None, update_id=201)
+    assert again is not None
+    outcome, _, replayed, already, _ = again
+    assert outcome is None  # the engine did not run again
+    assert replayed == messages and already == 1  # only what was not sent yet
+    assert channel.store.load(key) == session_then
+
+
+def test_a_crash_before_the_answer_was_written_down_runs_the_turn_again_from_the_start(
+    channel: TelegramChannel,
+) -> None:
+    key = channel.assistant.key_for("telegram", 3)
+    channel._step(key, Incoming("command", "/start", NOW), 1, update_id=300)
+    channel.store.finish_turn(key, keep=True)
+    before = channel.store.load(key)
+    assert before is not None and before.step == "welcome"
+    press = _press(channel, key, "nl")
+    # The crash: the turn was begun and the engine saved its new state, nothing more.
+    channel.store.begin_turn(key, 301, NOW)
+    channel.assistant.handle(key, press)
+    advanced = channel.store.load(key)
+    assert advanced is not None and advanced.step == "safety"
+    plan = channel._step(key, press, None, update_id=301)
+    assert plan is not None
+    outcome, _, messages, already, _ = plan
+    assert outcome is not None and already == 0
+    assert nl("ask.safety") in "\n".join(m.text for m in messages)  # not "no longer valid"
+    after = channel.store.load(key)
+    assert after is not None and after.step == "safety" and after.turn == advanced.turn
+
+
+def test_a_crash_after_stop_sends_the_goodbye_once_and_keeps_nothing(
+    channel: TelegramChannel,
+) -> None:
+    key = channel.assistant.key_for("telegram", 4)
+    channel._step(key, Incoming("command", "/start", NOW), 1, update_id=400)
+    channel.store.finish_turn(key, keep=True)
+    plan = channel._step(key, Incoming("command", "/stop", NOW), 2, update_id=401)
+    assert plan is not None and plan[4]  # erase
+    turn = channel.store.turn(key)
+    assert turn is not None and turn.outbox is not None  # the goodbye, until it is sent
+    messages, erase = unpack(turn.outbox)
+    assert erase and nl("stop.done") in messages[0].text
+    replay = channel._step(key, Incoming("command", "/stop", NOW), 2, update_id=401)
+    assert replay is not None and replay[0] is None and replay[2] == messages
+    channel.store.finish_turn(key, keep=False)
+    assert channel.store.count_rows(key) == 0
+
+
+def test_the_journal_is_encrypted_and_goes_with_the_session(
+    channel: TelegramChannel, tmp_path: Path
+) -> None:
+    key = channel.assistant.key_for("telegram", 5)
+    channel._step(key, Incoming("command", "/start", NOW), 1, update_id=500)
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("hw.sqlite3*"))
+    assert WELCOME.encode() not in raw  # the journaled answer is encrypted
+    channel.assistant.handle(key, Incoming("command", "/stop", NOW))
+    assert channel.store.count_rows(key) == 0
+
+
+def test_updates_are_confirmed_to_telegram_only_when_answered() -> None:
+    tracker = UpdateTracker()
+
+    class Fake:
+        def __init__(self, update_id: int) -> None:
+            self.update_id = update_id
+
+    taken = tracker.take([Fake(5), Fake(6), Fake(7)], requested=5)  # type: ignore[list-item]
+    assert [u.update_id for u in taken] == [5, 6, 7]
+    # PTB asks for 8 onwards; 5 and 7 are still being answered: ask from 5.
+    tracker.finish(6)
+    assert tracker.offset_for(8) == 5
+    # Telegram gives 5, 7 (again) and 8: only 8 is new.
+    again = tracker.take([Fake(5), Fake(7), Fake(8)], requested=8)  # type: ignore[list-item]
+    assert [u.update_id for u in again] == [8]
+    for update_id in (5, 7, 8):
+        tracker.finish(update_id)
+    assert tracker.offset_for(9) == 9
+    stuck = UpdateTracker(give_up_after=0.0)
+    stuck.take([Fake(1)], requested=1)  # type: ignore[list-item]
+    assert stuck.offset_for(2) == 2  # a handler stuck for too long holds nothing back
