@@ -44,8 +44,9 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 SCALE = int(os.environ.get("FUZZ_EXAMPLES", "0") or 0)
 
 
-def examples(ci: int) -> int:
-    return max(ci, SCALE)
+def examples(ci: int, share: float = 1.0) -> int:
+    """`ci` examples in CI; FUZZ_EXAMPLES (times `share` for slow properties) in bench."""
+    return max(ci, int(SCALE * share))
 
 
 FUZZ = settings(
@@ -669,7 +670,9 @@ def _press_through(assistant: Assistant) -> None:
     assistant.handle(key, Incoming("command", "/privacy", NOW))
 
 
-@settings(max_examples=examples(25), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=examples(25, share=0.1), deadline=None, suppress_health_check=list(HealthCheck)
+)
 @given(damage=damaged_file())
 def test_damaged_data_stops_start_up_with_a_data_error_or_works(
     broken: Callable[[str, bytes | None], Path], damage: tuple[str, bytes]
