@@ -52,7 +52,8 @@ class Settings:
         return f"Settings(db_path={self.db_path!s}, ttl={self.session_ttl}, log={self.log_level})"
 
 
-def _environment(env: Mapping[str, str] | None, root: Path) -> dict[str, str]:
+def read_environment(env: Mapping[str, str] | None, root: Path) -> dict[str, str]:
+    """The environment over `.env` (or `env` itself, for tests): how every setting is read."""
     if env is not None:
         return dict(env)
     merged = {k: v for k, v in dotenv_values(root / ".env").items() if v is not None}
@@ -98,7 +99,7 @@ def load_settings(
 ) -> Settings:
     """Read configuration; raise ConfigError with one sentence naming the variable and the fix."""
     base = root or PROJECT_ROOT
-    values = {**_environment(env, base), **(overrides or {})}
+    values = {**read_environment(env, base), **(overrides or {})}
     var_dir = Path(values.get("HULPWIJZER_VAR", "") or base / "var")
     db_path = Path(values.get("HULPWIJZER_DB", "") or var_dir / "hulpwijzer.sqlite3")
     ttl_text = values.get("HULPWIJZER_SESSION_TTL_HOURS", "24").strip() or "24"

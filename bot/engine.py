@@ -14,21 +14,12 @@ from datetime import datetime
 from typing import Protocol
 
 from bot import letters
-from bot.directory import Directory, Organisation
+from bot.directory import SITUATIONS, Directory, Organisation
 from bot.events import Button, Document, Incoming, Outcome, Parse, Reply
 from bot.flow import ERASE, RESUME, SUGGESTION, Advice, Flow, Option, Step, matches, resolve
 from bot.session import LANGUAGES, Session
 from bot.texts import Texts
 
-SITUATIONS = (
-    "image_abuse",
-    "sextortion",
-    "bullying",
-    "stalking",
-    "doxing",
-    "threat",
-    "impersonation",
-)
 CRISIS_INTENTS = {"crisis_suicide": "crisis_suicide", "crisis_danger": "crisis_danger"}
 # Slots that describe the person, kept when they start on another situation.
 PERSON_SLOTS = ("who", "age")

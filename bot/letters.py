@@ -39,20 +39,13 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from bot.directory import LANGUAGES, Directory, Law, Platform, as_link, load_directory
+from bot.directory import SITUATIONS as DIRECTORY_SITUATIONS
 from bot.errors import DataError
 
 LetterKind = Literal["dsa", "avg", "delist", "aangifte", "evidence"]
 KINDS: tuple[LetterKind, ...] = ("dsa", "avg", "delist", "aangifte", "evidence")
-SITUATIONS = (
-    "image_abuse",
-    "sextortion",
-    "bullying",
-    "stalking",
-    "doxing",
-    "threat",
-    "impersonation",
-    "other",
-)
+# The triage's situations plus "other" (something else: only the sheet and checklist fit).
+SITUATIONS = (*DIRECTORY_SITUATIONS, "other")
 # Situations where the content is (or threatens to be) sexual images of the person.
 IMAGE_SITUATIONS = frozenset({"image_abuse", "sextortion"})
 

@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import tornado.web
-from dotenv import dotenv_values
 from telegram import (
     BotCommand,
     InlineKeyboardButton,
@@ -68,7 +67,7 @@ from bot.channels.delivery import (
     pack,
     unpack,
 )
-from bot.config import PROJECT_ROOT, Settings, validate_telegram_token
+from bot.config import PROJECT_ROOT, Settings, read_environment, validate_telegram_token
 from bot.errors import ConfigError
 from bot.events import Button, Incoming, Outcome, Reply
 from bot.texts import Texts
@@ -862,20 +861,11 @@ class WebhookSettings:
         return f"WebhookSettings(listen={self.listen}, port={self.port}, path={self.path})"
 
 
-def _values(env: Mapping[str, str] | None, root: Path) -> dict[str, str]:
-    """The environment over `.env`, as bot.config reads it."""
-    if env is not None:
-        return dict(env)
-    values = {k: v for k, v in dotenv_values(root / ".env").items() if v is not None}
-    values.update(os.environ)
-    return values
-
-
 def webhook_settings(
     env: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT
 ) -> WebhookSettings:
     """Read TELEGRAM_WEBHOOK_*; refuse to run a webhook without a strong secret token."""
-    values = _values(env, root)
+    values = read_environment(env, root)
     url = values.get("TELEGRAM_WEBHOOK_URL", "").strip()
     if not url.startswith("https://"):
         raise ConfigError(

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from dotenv import dotenv_values
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 from starlette.applications import Starlette
@@ -41,7 +39,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.app import Assistant
-from bot.config import PROJECT_ROOT, Settings
+from bot.config import PROJECT_ROOT, Settings, read_environment
 from bot.errors import ConfigError
 from bot.events import Incoming, Outcome, Reply
 from bot.session import Session
@@ -93,15 +91,6 @@ class WebSettings:
         return f"{parts.scheme}://{parts.netloc}"
 
 
-def _values(env: Mapping[str, str] | None, root: Path) -> dict[str, str]:
-    """The environment over `.env`, as bot.config reads it."""
-    if env is not None:
-        return dict(env)
-    values = {k: v for k, v in dotenv_values(root / ".env").items() if v is not None}
-    values.update(os.environ)
-    return values
-
-
 def _positive(values: Mapping[str, str], name: str, default: int) -> int:
     text = values.get(name, "").strip()
     if not text:
@@ -113,7 +102,7 @@ def _positive(values: Mapping[str, str], name: str, default: int) -> int:
 
 def web_settings(env: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT) -> WebSettings:
     """Read HULPWIJZER_WEB_*; fail at start-up with one sentence when one is unusable."""
-    values = _values(env, root)
+    values = read_environment(env, root)
     exit_url = values.get("HULPWIJZER_WEB_EXIT_URL", "").strip() or DEFAULT_EXIT_URL
     parts = urlsplit(exit_url)
     if (
