@@ -308,11 +308,13 @@ def test_letter_copy_and_download(new_context: Callable[..., BrowserContext]) ->
     click(page, "Verwijderverzoek opstellen")
     click(page, "Reddit")
     box = page.get_by_label("Typ je bericht")
-    for answer in (
-        "https://www.reddit.com/r/example/comments/abc123",
-        "Sam de Vries",
-        "sam@example.org",
+    # Each answer waits for its question: the page ignores a send while one is on its way.
+    for question, answer in (
+        ("Wat zijn de webadressen", "https://www.reddit.com/r/example/comments/abc123"),
+        ("Wil je je naam typen?", "Sam de Vries"),
+        ("En je e-mailadres?", "sam@example.org"),
     ):
+        expect(page.get_by_text(question).last).to_be_visible()
         box.fill(answer)
         box.press("Enter")
         expect(box).to_have_value("")
