@@ -138,11 +138,11 @@ class Flow(_Model):
         return sorted(chosen, key=lambda a: (order[a.tier], a.priority))
 
 
-def load_flow(path: Path, check_graph: bool = True) -> Flow:
-    """Parse and validate the graph; all structural problems are raised at once."""
+def read_yaml(path: Path) -> object:
+    """A data file's YAML, or a DataError naming the file (missing, unreadable, broken)."""
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError([f"{where}: file missing"]) from None
     except yaml.YAMLError as error:
@@ -151,6 +151,14 @@ def load_flow(path: Path, check_graph: bool = True) -> Flow:
         raise DataError([f"{where}: not valid YAML ({position})"]) from None
     except (UnicodeDecodeError, RecursionError) as error:
         raise DataError.unreadable(where, error) from None
+    except OSError as error:
+        raise DataError([f"{where}: can't read the file ({error.strerror})"]) from None
+
+
+def load_flow(path: Path, check_graph: bool = True) -> Flow:
+    """Parse and validate the graph; all structural problems are raised at once."""
+    where = str(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise DataError([f"{where}: must be a mapping with start, steps, advice and commands"])
     steps_raw = raw.get("steps")

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bot.directory import Directory
@@ -27,7 +26,7 @@ from bot.engine import (
 )
 from bot.errors import DataError
 from bot.events import Button, Incoming, Outcome, Reply
-from bot.flow import Flow
+from bot.flow import Flow, read_yaml
 from bot.session import LANGUAGES, Session
 from bot.texts import Texts
 
@@ -132,18 +131,7 @@ class Lessons(_Model):
 def load_lessons(path: Path) -> Lessons:
     """Parse and validate data/lessons.yml; every problem is raised at once."""
     where = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError([f"{where}: file missing"]) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        position = f"line {mark.line + 1}" if mark is not None else "syntax error"
-        raise DataError([f"{where}: not valid YAML ({position})"]) from None
-    except (UnicodeDecodeError, RecursionError) as error:
-        raise DataError.unreadable(where, error) from None
-    except OSError as error:
-        raise DataError([f"{where}: can't read the file ({error.strerror})"]) from None
+    raw = read_yaml(path)
     try:
         return Lessons.model_validate(raw)
     except ValidationError as error:
