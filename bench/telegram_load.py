@@ -1,6 +1,6 @@
 """Load on the Telegram channel: N simulated people through whole conversations.
 
-    .venv/bin/python bench/telegram_load.py [--users 200] [--engine thread|inline]
+    .venv/bin/python bench/telegram_load.py [--users 200] [--engine auto|thread|inline]
                                             [--max-rate 0] [--chaos 0.0] [--nlu]
 
 The fake Bot API server (tests/fake_telegram.py) runs in this process and plays the
@@ -58,8 +58,9 @@ def serve_bot(engine: str, max_rate: float, nlu: bool) -> None:
     settings = load_settings(require_secret=True)
     protect_logs()
     assistant = build_assistant(settings, with_nlu=nlu)
+    in_thread = {"thread": True, "inline": False}.get(engine)  # auto: as in production
     application = build_application(
-        settings, assistant, max_rate=max_rate, engine_in_thread=engine == "thread"
+        settings, assistant, max_rate=max_rate, engine_in_thread=in_thread
     )
     profile_to = os.environ.get("BENCH_PROFILE")
     if profile_to:
@@ -349,9 +350,10 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument(
         "--engine",
-        choices=["thread", "inline"],
-        default="thread",
-        help="run Assistant.handle in a worker thread, or on the event loop",
+        choices=["auto", "thread", "inline"],
+        default="auto",
+        help="run Assistant.handle in a worker thread, on the event loop, or as "
+        "`hulpwijzer telegram` does (a thread only with a classifier)",
     )
     parser.add_argument(
         "--max-rate",

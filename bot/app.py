@@ -77,6 +77,11 @@ class Assistant:
         self._classify = classifier
         self._clock = clock
 
+    @property
+    def has_classifier(self) -> bool:
+        """Whether a turn may wait on a classifier (a model, or Rasa over HTTP)."""
+        return self._classify is not None
+
     def key_for(self, channel: str, user_id: str | int) -> str:
         return user_key(self._secret, channel, user_id)
 

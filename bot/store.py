@@ -8,10 +8,12 @@ reveals nothing a person typed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -103,6 +105,8 @@ class SessionStore(Protocol):
 
     def finish_turn(self, key: str, keep: bool) -> None: ...
 
+    def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+
 
 class SQLiteSessionStore:
     """SQLite through sqlite-utils; one connection guarded by a lock (threads may share it)."""
@@ -114,6 +118,7 @@ class SQLiteSessionStore:
         connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self.db = sqlite_utils.Database(connection)
         self._lock = threading.RLock()
+        self._depth = 0  # nested transaction() calls of the thread holding the lock
         self._cipher = cipher
         with self._lock:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -131,6 +136,30 @@ class SQLiteSessionStore:
                 for statement in statements:
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version={number}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything inside is one SQLite transaction: written together or not at all, and
+        committed once (each commit costs more than the statements of a turn together).
+        Nests: only the outermost call commits, or rolls back on an exception."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self.db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+                self.db.conn.commit()
+            except BaseException:
+                self.db.conn.rollback()
+                raise
+            finally:
+                self._depth = 0
 
     @property
     def schema_version(self) -> int:
@@ -158,7 +187,7 @@ class SQLiteSessionStore:
             )
 
     def delete(self, key: str) -> None:
-        with self._lock, self.db.conn:
+        with self.transaction():
             self.db.execute("DELETE FROM sessions WHERE key = ?", [key])
             self.db.execute("DELETE FROM chat_messages WHERE key = ?", [key])
             self.db.execute("DELETE FROM turns WHERE key = ?", [key])
@@ -166,7 +195,7 @@ class SQLiteSessionStore:
     def purge(self, older_than: datetime) -> int:
         """Delete idle sessions (and their message ids); returns how many sessions went."""
         cutoff = older_than.timestamp()
-        with self._lock, self.db.conn:
+        with self.transaction():
             stale = [
                 row[0]
                 for row in self.db.execute(
@@ -255,7 +284,7 @@ class SQLiteSessionStore:
 
     def undo_turn(self, key: str) -> None:
         """A turn cut off before its replies were journaled: put the state back as it was."""
-        with self._lock, self.db.conn:
+        with self.transaction():
             row = self.db.execute(
                 "SELECT state_before, at FROM turns WHERE key = ? AND stage = 'begun'", [key]
             ).fetchone()

@@ -32,8 +32,8 @@ from telegram.ext import Application, ExtBot
 # An update still unfinished after this long no longer holds back the others' confirmation
 # (its handler is stuck; better to lose it than to have every update delivered again).
 GIVE_UP_AFTER = 300.0
-# While updates are being answered getUpdates returns them again at once: wait this long
-# before asking again instead of spinning (under load, new updates come in batches).
+# While updates are being answered getUpdates returns them again at once: wait until the
+# oldest of them is answered (at most this long) before asking again instead of spinning.
 BUSY_PAUSE = 0.05
 
 _TASKS: contextvars.ContextVar[list[asyncio.Task[Any]] | None] = contextvars.ContextVar(
@@ -48,6 +48,7 @@ class UpdateTracker:
         self.give_up_after = give_up_after
         self.unfinished: dict[int, float] = {}
         self.next_offset = 0
+        self._finished: asyncio.Event | None = None
 
     def offset_for(self, requested: int) -> int:
         now = time.monotonic()
@@ -70,6 +71,25 @@ class UpdateTracker:
 
     def finish(self, update_id: int) -> None:
         self.unfinished.pop(update_id, None)
+        if self._finished is not None:
+            self._finished.set()
+
+    async def wait_for_room(self, offset: int, pause: float) -> None:
+        """Until the oldest unfinished update, at or below `offset`, is answered (at most
+        `pause` seconds). getUpdates gives at most 100 updates from the offset on, so
+        until then it could only return what is already being answered; the moment the
+        oldest goes, Telegram has new ones to give (under load the window of 100 updates
+        is what limits the updates in flight, so waiting a fixed time cost throughput)."""
+        self._finished = finished = asyncio.Event()
+        try:
+            async with asyncio.timeout(pause):
+                while self.unfinished and min(self.unfinished) <= offset:
+                    finished.clear()
+                    await finished.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._finished = None
 
 
 class AckAfterTurnBot(ExtBot[Any]):
@@ -99,9 +119,9 @@ class AckAfterTurnBot(ExtBot[Any]):
             self._requested = None
         fresh = self.tracker.take(updates, requested)
         if self._returned > len(fresh):
-            # Telegram answered at once because updates are still being answered: pause
-            # instead of asking again right away (new ones are taken in small batches).
-            await asyncio.sleep(BUSY_PAUSE)
+            # Telegram answered at once because updates are still being answered: wait for
+            # the oldest of them instead of asking again right away.
+            await self.tracker.wait_for_room(asked, BUSY_PAUSE)
         return fresh
 
     async def _post(self, endpoint: str, data: Any = None, **kwargs: Any) -> Any:

@@ -52,6 +52,7 @@ from telegram.ext import (
     ChatMemberHandler,
     ContextTypes,
     Defaults,
+    ExtBot,
     MessageHandler,
     filters,
 )
@@ -98,6 +99,8 @@ READ_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 POOL_TIMEOUT = 10.0
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+LINK_PREVIEWS = LinkPreviewOptions(is_disabled=True)
+NO_LINK_PREVIEWS = LINK_PREVIEWS.to_dict()
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
 
 # The command menu per language: (command, action); descriptions are texts in responses/.
@@ -193,8 +196,19 @@ def keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
     if not buttons:
         return None
     keys = [InlineKeyboardButton(b.label, callback_data=b.data) for b in buttons]
-    per_row = 2 if len(keys) > 1 and all(len(b.label) <= SHORT_LABEL for b in buttons) else 1
+    per_row = _per_row([b.label for b in buttons])
     return InlineKeyboardMarkup([keys[i : i + per_row] for i in range(0, len(keys), per_row)])
+
+
+def _per_row(labels: Sequence[str]) -> int:
+    return 2 if len(labels) > 1 and all(len(label) <= SHORT_LABEL for label in labels) else 1
+
+
+def keyboard_rows(buttons: Sequence[tuple[str, str]]) -> list[list[dict[str, str]]]:
+    """`keyboard` as the Bot API's JSON, from (callback data, label) pairs."""
+    keys = [{"text": label, "callback_data": data} for data, label in buttons]
+    per_row = _per_row([label for _, label in buttons])
+    return [keys[i : i + per_row] for i in range(0, len(keys), per_row)]
 
 
 def outgoing(reply: Reply) -> list[Outgoing]:
@@ -477,7 +491,7 @@ class TelegramChannel:
     def __init__(
         self,
         assistant: Assistant,
-        engine_in_thread: bool = True,
+        engine_in_thread: bool | None = None,
         purge_every: float = PURGE_EVERY,
     ) -> None:
         self.assistant = assistant
@@ -487,7 +501,11 @@ class TelegramChannel:
         self.texts: Texts = assistant.engine.texts
         self.order = PerUserOrder()
         self.capacity = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self.engine_in_thread = engine_in_thread
+        # None: in a worker thread only when a classifier may take long. Without one a
+        # step is ~0.4 ms of Python and SQLite, less than the hop to a thread and back.
+        self.engine_in_thread = (
+            assistant.has_classifier if engine_in_thread is None else engine_in_thread
+        )
         self.username = ""
 
     # -------------------------------------------------------------- start-up
@@ -623,13 +641,18 @@ class TelegramChannel:
             mine = [message_id] if message_id is not None else []
             await self._delete(bot, chat_id, sorted({*earlier, *mine}), key)
         for number, message in enumerate(messages[already:], start=already + 1):
-            delivered = await self._send(bot, chat_id, message)
-            if not erase:  # remembered at once, so /wis finds it even if a later part fails
-                self.store.remember_message(key, delivered.message_id, now)
-            if update_id is not None and number < len(messages):  # the last: finish_turn
-                self.store.mark_sent(key, number)
-        if update_id is not None:
-            self.store.finish_turn(key, keep=not erase)
+            delivered = await self._deliver(bot, chat_id, message)
+            # One transaction per message sent: its id (remembered at once, so /wis finds it
+            # even if a later part fails) with how far the turn got, or the end of the turn.
+            with self.store.transaction():
+                if not erase:
+                    self.store.remember_message(key, delivered, now)
+                if update_id is not None and number < len(messages):
+                    self.store.mark_sent(key, number)
+                elif update_id is not None:
+                    self.store.finish_turn(key, keep=not erase)
+        if update_id is not None and already >= len(messages):
+            self.store.finish_turn(key, keep=not erase)  # nothing (left) to send
         log.debug("telegram_turn kind=%s replies=%d key=%s", incoming.kind, len(messages), key[:12])
 
     def _step(
@@ -642,6 +665,14 @@ class TelegramChannel:
         delivered again after a crash is skipped if it was answered (None), finishes
         sending if it was cut off while sending, and runs again from the state it began
         with if it was cut off before its answer was written down."""
+        # One transaction for the whole step: the journal, the engine's new state and the
+        # message id are written together (one commit instead of five), or not at all.
+        with self.store.transaction():
+            return self._journaled_step(key, incoming, message_id, update_id)
+
+    def _journaled_step(
+        self, key: str, incoming: Incoming, message_id: int | None, update_id: int | None
+    ) -> tuple[Outcome | None, list[int], list[Outgoing], int, bool] | None:
         now = incoming.now or utcnow()
         if update_id is not None:
             turn = self.store.turn(key)
@@ -663,6 +694,23 @@ class TelegramChannel:
         if update_id is not None:
             self.store.journal_outbox(key, update_id, pack(messages, outcome.erase), now)
         return outcome, earlier, messages, 0, outcome.erase
+
+    async def _deliver(self, bot: Any, chat_id: int, message: Outgoing) -> int:
+        """Send one message and return its id. A text goes straight to the bot's `_post`
+        (the limiter, retries and defaults all still apply): PTB's send_message would parse
+        the Message Telegram echoes back, keyboard and all, into objects, which cost about
+        a fifth of the bot's CPU under load, for the one number used here."""
+        if message.filename is not None or not isinstance(bot, ExtBot):
+            return int((await self._send(bot, chat_id, message)).message_id)
+        data: dict[str, object] = {
+            "chat_id": chat_id,
+            "text": message.text,
+            "link_preview_options": NO_LINK_PREVIEWS,
+        }
+        if message.buttons:
+            data["reply_markup"] = {"inline_keyboard": keyboard_rows(message.buttons)}
+        result = await bot._post("sendMessage", data)
+        return int(result["message_id"])
 
     async def _send(self, bot: Any, chat_id: int, message: Outgoing) -> Message:
         markup = keyboard([Button(data, label) for data, label in message.buttons])
@@ -807,7 +855,7 @@ def build_application(
     assistant: Assistant,
     *,
     max_rate: float = DEFAULT_MAX_RATE,
-    engine_in_thread: bool = True,
+    engine_in_thread: bool | None = None,
     purge_every: float = PURGE_EVERY,
 ) -> Application[Any, Any, Any, Any, Any, Any]:
     """The Application, built once: token, server, limiter, handlers, start-up hook.
@@ -832,7 +880,7 @@ def build_application(
         request=AiohttpRequest(CONNECTIONS),
         get_updates_request=AiohttpRequest(1),
         rate_limiter=PatientRateLimiter(max_rate),
-        defaults=Defaults(link_preview_options=LinkPreviewOptions(is_disabled=True)),
+        defaults=Defaults(link_preview_options=LINK_PREVIEWS),
         **servers,
     )
     builder = (
