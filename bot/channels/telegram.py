@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import tornado.web
@@ -96,6 +96,7 @@ PURGE_EVERY = 600.0  # seconds between deleting conversations idle for longer th
 # At Telegram's 30 messages/s a handful of connections are busy at once; more only cost.
 CONNECTIONS = 16
 READ_TIMEOUT = 10.0
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 CONNECT_TIMEOUT = 5.0
 POOL_TIMEOUT = 10.0
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
@@ -395,7 +396,8 @@ class AiohttpRequest(BaseRequest):
             sock_connect=connect,
             sock_read=read,
         )
-        body: aiohttp.FormData | dict[str, str] | None = None
+        body: aiohttp.FormData | bytes | None = None
+        headers: dict[str, str] | None = None
         if request_data is not None:
             if request_data.contains_files:
                 form = aiohttp.FormData()
@@ -406,9 +408,13 @@ class AiohttpRequest(BaseRequest):
                     form.add_field(name, content, filename=filename, content_type=mimetype)
                 body = form
             else:
-                body = request_data.json_parameters
+                # What aiohttp.FormData would send, at half its cost per call.
+                body = urlencode(request_data.json_parameters).encode()
+                headers = FORM_HEADERS
         try:
-            async with self._session.request(method, url, data=body, timeout=timeout) as answer:
+            async with self._session.request(
+                method, url, data=body, headers=headers, timeout=timeout
+            ) as answer:
                 return answer.status, await answer.read()
         except TimeoutError as error:
             raise TimedOut from error
