@@ -132,7 +132,7 @@ class SQLiteSessionStore:
         for number, statements in enumerate(_MIGRATIONS, start=1):
             if number <= version:
                 continue
-            with self.db.conn:
+            with self.transaction():  # all of one migration, or none of it
                 for statement in statements:
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version={number}")

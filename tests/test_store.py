@@ -6,6 +6,9 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from bot import store as store_module
 from bot.session import Session
 from bot.store import SQLiteSessionStore, session_cipher, user_key
 
@@ -100,6 +103,33 @@ def test_migrations_run_once_and_survive_reopening(tmp_path: Path) -> None:
     loaded = again.load("k")
     assert loaded is not None and loaded.step == "who"
     assert again.integrity_ok()
+
+
+def test_a_migration_that_fails_halfway_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "hw.sqlite3"
+    first = _store(path)
+    first.save("k", Session(step="who"), T0)
+    version = first.schema_version
+    first.close()
+    broken = [
+        "CREATE TABLE half_done (x INTEGER)",
+        "ALTER TABLE sessions ADD COLUMN extra TEXT",
+        "THIS IS NOT SQL",
+    ]
+    monkeypatch.setattr(store_module, "_MIGRATIONS", [*store_module._MIGRATIONS, broken])
+    with pytest.raises(sqlite3.OperationalError):
+        _store(path)
+    monkeypatch.undo()
+    again = _store(path)
+    assert again.schema_version == version
+    tables = {row[0] for row in again.db.execute("SELECT name FROM sqlite_master").fetchall()}
+    assert "half_done" not in tables
+    columns = {row[1] for row in again.db.execute("PRAGMA table_info(sessions)").fetchall()}
+    assert "extra" not in columns
+    loaded = again.load("k")
+    assert loaded is not None and loaded.step == "who"
 
 
 def test_no_table_has_a_raw_user_id_column(tmp_path: Path) -> None:
