@@ -25,6 +25,7 @@ from bot.channels.delivery import UpdateTracker, unpack
 from bot.channels.telegram import TelegramChannel, build_application
 from bot.config import load_settings
 from bot.events import Incoming
+from bot.session import Session
 from bot.texts import Texts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,55 @@ def test_thirty_people_through_faults_a_sigkill_and_a_sigterm(tmp_path: Path) ->
     assert result.integrity == "ok"
     assert result.tracebacks == 0
     assert result.ok, result.problems
+
+
+# The harness's counting is what the crowd run asserts on: check that it can fail.
+def _judged(tmp_path: Path, received: list[str], unnoted: list[str]) -> reliability.Result:
+    database = tmp_path / "judge.sqlite3"
+    reliability._open_store(database).close()
+    final = Session(step="who")
+    expected = reliability.DryRun(
+        [["Hoi", "Ben je veilig?"], ["Over wie?"]], ["safety", "who"], final
+    )
+    person = reliability.Person(1, [("send", "/start"), ("press", "yes")], expected)
+    person.received = received
+    person.update_ids = [1, 2]
+    person.done = True
+    result = reliability.Result(users=1, unnoted_at_kill=unnoted)
+    reliability._judge(result, [person], database, tmp_path / "no.log")
+    return result
+
+
+def test_the_harness_counts_a_repeat_without_a_crash_as_a_problem(tmp_path: Path) -> None:
+    result = _judged(tmp_path, ["Hoi", "Ben je veilig?", "Ben je veilig?", "Over wie?"], [])
+    assert (result.lost, result.duplicated, result.repeats_unexplained) == (0, 1, 1)
+    assert any("sent twice" in problem for problem in result.problems)
+
+
+def test_the_harness_allows_only_the_message_unnoted_at_the_kill_to_repeat(tmp_path: Path) -> None:
+    repeated = ["Hoi", "Ben je veilig?", "Ben je veilig?", "Over wie?"]
+    allowed = _judged(tmp_path, repeated, ["Ben je veilig?"])
+    assert (allowed.duplicated, allowed.repeats_unexplained) == (1, 0)
+    assert not any("twice" in p or "repeat" in p for p in allowed.problems)
+    other = _judged(tmp_path, repeated, ["Over wie?"])
+    assert other.repeats_unexplained == 1
+    # Unnoted at the kill but never sent again: the restarted bot skipped it.
+    skipped = _judged(tmp_path, ["Hoi", "Ben je veilig?", "Over wie?"], ["Over wie?"])
+    assert any("unnoted" in problem for problem in skipped.problems)
+
+
+def test_the_harness_counts_a_missing_reply_as_lost(tmp_path: Path) -> None:
+    result = _judged(tmp_path, ["Hoi", "Over wie?"], [])
+    assert result.lost == 1
+    assert any("lost" in problem for problem in result.problems)
+
+
+def test_a_person_acts_only_when_every_message_of_the_answer_arrived() -> None:
+    wanted = ["Deze knop werkt niet meer.", "Over wie?"]
+    assert reliability._contains_in_order(["Over wie?", *wanted], wanted)
+    assert not reliability._contains_in_order(["Over wie?", "Deze knop werkt niet meer."], wanted)
+    assert not reliability._contains_in_order(["Over wie?", "Over wie?"], wanted)
+    assert reliability._contains_in_order([], [])
 
 
 # ---------------------------------------------------------------------- single faults
