@@ -280,9 +280,12 @@ def _contains_in_order(got: list[str], want: list[str]) -> bool:
 
 # --------------------------------------------------------------------------- the bot process
 class Bot:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, args: tuple[str, ...] = ("telegram", "--no-nlu")
+    ) -> None:
         self.env = env
         self.log = log
+        self.args = args
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
 
@@ -294,8 +297,7 @@ class Bot:
                 sys.executable,
                 "-m",
                 "bot",
-                "telegram",
-                "--no-nlu",
+                *self.args,
                 env=self.env,
                 cwd=ROOT,
                 stdout=log,

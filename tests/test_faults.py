@@ -3,12 +3,15 @@
 The whole story runs as bench/reliability.py does (30 people here, 200 there): the real
 `python -m bot telegram` against the fake Bot API server with 429s, 500s, slow answers,
 timeouts and dropped connections, killed with SIGKILL and restarted, stopped with SIGTERM
-and restarted. Smaller tests pin down each fault and each point a turn can be cut off at.
+and restarted. Smaller tests pin down each fault and each point a turn can be cut off at,
+and the harness's own counting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fake_telegram import TOKEN, FakeTelegram
 
@@ -331,3 +335,79 @@ def test_updates_are_confirmed_to_telegram_only_when_answered() -> None:
     stuck = UpdateTracker(give_up_after=0.0)
     stuck.take([Fake(1)], requested=1)  # type: ignore[list-item]
     assert stuck.offset_for(2) == 2  # a handler stuck for too long holds nothing back
+
+
+# ---------------------------------------------------------------------- webhook mode
+HOOK_SECRET = "faults-webhook-secret-" + "w" * 30
+
+
+def test_a_webhook_bot_killed_mid_turn_answers_the_redelivered_update_once(
+    tmp_path: Path,
+) -> None:
+    """PTB says 200 to Telegram as soon as an update is queued: a crash then lost it. The
+    bot now says 200 only once the update is answered, so Telegram delivers it again."""
+    person = 5150
+    port = _free_port()
+
+    async def scenario(tg: FakeTelegram) -> None:
+        env = {
+            **os.environ,
+            "HULPWIJZER_SECRET": SECRET,
+            "HULPWIJZER_DB": str(tmp_path / "hw.sqlite3"),
+            "HULPWIJZER_VAR": str(tmp_path / "var"),
+            "HULPWIJZER_LOG_LEVEL": "WARNING",
+            "NLU_BACKEND": "none",
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_BASE_URL": tg.base_url,
+            "TELEGRAM_WEBHOOK_URL": "https://bot.example.invalid/tg-hook",
+            "TELEGRAM_WEBHOOK_SECRET": HOOK_SECRET,
+            "TELEGRAM_WEBHOOK_LISTEN": "127.0.0.1",
+            "TELEGRAM_WEBHOOK_PORT": str(port),
+        }
+        bot = reliability.Bot(env, tmp_path / "bot.log", ("telegram", "--no-nlu", "--webhook"))
+        url = f"http://127.0.0.1:{port}/tg-hook"
+        headers = {"X-Telegram-Bot-Api-Secret-Token": HOOK_SECRET}
+        update = tg.text_update(person, "/start")
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def deliver() -> httpx.Response:
+                """As Telegram does: POST the update, again if nobody listens yet."""
+                for _ in range(100):
+                    try:
+                        return await client.post(url, json=update, headers=headers)
+                    except httpx.ConnectError:
+                        await asyncio.sleep(0.1)
+                raise AssertionError("the webhook never listened")
+
+            await bot.start(tg)
+            tg.fail("slow", ["sendMessage"], times=1, delay=3.0)
+            first = asyncio.create_task(deliver())
+            await tg.wait_for(
+                lambda: bool(tg.calls_to("sendMessage", outcome="faulted")), 20, "the welcome"
+            )
+            bot.kill()
+            await bot.wait()
+            with pytest.raises(httpx.TransportError):
+                await first  # Telegram heard no 200: it will deliver the update again
+            await tg.wait_for(lambda: tg.in_flight == 0, 10, "the slow call to end")
+            assert tg.sent(person) == []
+
+            await bot.start(tg)
+            assert (await deliver()).status_code == 200
+            texts = tg.sent_texts(person)
+            assert texts and texts[0].startswith(WELCOME)
+            assert len(texts) == len(set(texts)), "a message arrived twice"
+            # A second delivery of an answered update (Telegram retrying) is skipped.
+            assert (await deliver()).status_code == 200
+            await asyncio.sleep(0.3)
+            assert tg.sent_texts(person) == texts
+            code, _ = await bot.terminate()
+            assert code == 0
+
+    _run(scenario)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -406,6 +406,35 @@ def test_webhook_rejects_a_missing_or_wrong_secret_before_the_engine(tmp_path: P
     run(scenario)
 
 
+def test_webhook_says_200_only_once_the_update_is_answered(tmp_path: Path) -> None:
+    """Telegram delivers an update again until it hears 2xx: saying 200 only after the
+    answer was sent means a crash in between costs a redelivery, not the update."""
+    user = 9292
+    port = _free_port()
+
+    async def scenario(tg: FakeTelegram) -> None:
+        async with bot_on(tg, tmp_path, webhook_port=port):
+            tg.fail("slow", ["sendMessage"], times=1, delay=1.0)
+            headers = {"X-Telegram-Bot-Api-Secret-Token": HOOK_SECRET}
+            async with httpx.AsyncClient(timeout=30) as client:
+                url = f"http://127.0.0.1:{port}/tg-hook"
+                answer = await client.post(
+                    url, json=tg.text_update(user, "/start"), headers=headers
+                )
+                assert answer.status_code == 200
+                # The slow welcome had been carried out when Telegram heard 200.
+                assert tg.sent(user), "200 came before the answer was sent"
+                # A body that is not an update is refused and leaves nothing waiting.
+                broken = await client.post(
+                    url,
+                    content=b'{"update_id": 5, "message": 7}',
+                    headers={**headers, "Content-Type": "application/json"},
+                )
+                assert broken.status_code == 400
+
+    run(scenario)
+
+
 # ---------------------------------------------------------------------- concurrency
 def test_two_people_interleaved_hear_only_their_own_conversation(tmp_path: Path) -> None:
     anna, ben = 111, 222

@@ -12,8 +12,12 @@ flight and left those people waiting for an answer that never came):
   written down, the state is put back and the turn runs again; cut off while sending,
   the rest of the journaled replies is sent; already done, it is skipped.
 
-The one window left is between Telegram accepting a message and the journal noting it
-(a few milliseconds): a crash exactly then sends that one message again.
+The one window left is between Telegram carrying out a sendMessage and the bot having
+read its answer and committed that (milliseconds, more when the CPU is busy): a crash
+then sends that message again. No bot can close it, as the Bot API has no idempotency
+key and a bot cannot read its chats: a message may arrive twice, never not at all. Each
+message is committed on its own (its id with how far the turn got), so at most one
+message per person is in that window. bench/reliability.py counts these exactly.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class UpdateTracker:
         self.give_up_after = give_up_after
         self.unfinished: dict[int, float] = {}
         self.next_offset = 0
+        self._answered: dict[int, asyncio.Future[None]] = {}
         self._finished: asyncio.Event | None = None
 
     def offset_for(self, requested: int) -> int:
@@ -71,6 +76,24 @@ class UpdateTracker:
 
     def finish(self, update_id: int) -> None:
         self.unfinished.pop(update_id, None)
+        waiter = self._answered.pop(update_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def expect(self, update_id: int) -> asyncio.Future[None]:
+        """Done once the update has been answered (webhook mode: only then does Telegram
+        hear 200, so an update cut off by a crash is delivered again). Shared by two
+        deliveries of the same update."""
+        waiter = self._answered.get(update_id)
+        if waiter is None or waiter.done():
+            waiter = self._answered[update_id] = asyncio.get_running_loop().create_future()
+        return waiter
+
+    def forget(self, update_id: int) -> None:
+        """The update never reached the queue (it could not be read)."""
+        waiter = self._answered.pop(update_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
         if self._finished is not None:
             self._finished.set()
 

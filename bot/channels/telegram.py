@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
 import re
@@ -100,6 +101,10 @@ FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 CONNECT_TIMEOUT = 5.0
 POOL_TIMEOUT = 10.0
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+# Webhook: how long Telegram's request waits for the update to be answered before it gets
+# its 200 anyway (a turn retried through faults can take this long; after it, a crash may
+# lose that update, as in PTB's own handler).
+WEBHOOK_ANSWER_WAIT = 50
 LINK_PREVIEWS = LinkPreviewOptions(is_disabled=True)
 NO_LINK_PREVIEWS = LINK_PREVIEWS.to_dict()
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
@@ -849,6 +854,40 @@ class ConstantTimeSecretHandler(ptb_webhook.TelegramHandler):
             if not hmac.compare_digest(given.encode(), self.secret_token.encode()):
                 raise tornado.web.HTTPError(HTTPStatus.FORBIDDEN)
         super()._validate_post()
+
+    async def post(self) -> None:
+        """Answer Telegram only once the update has been answered (or after
+        WEBHOOK_ANSWER_WAIT): PTB says 200 as soon as the update is queued, so a crash
+        lost every update in flight. Without a 2xx Telegram delivers the update again,
+        and the turn journal skips or finishes it (bot/channels/delivery.py)."""
+        bot = self.bot
+        update_id = _update_id(self.request.body) if isinstance(bot, AckAfterTurnBot) else None
+        if update_id is None or not isinstance(bot, AckAfterTurnBot):
+            await super().post()
+            return
+        self._validate_post()  # no waiting for a request without the secret
+        answered = bot.tracker.expect(update_id)
+        try:
+            await super().post()
+        except BaseException:
+            bot.tracker.forget(update_id)
+            raise
+        try:
+            await asyncio.wait_for(asyncio.shield(answered), WEBHOOK_ANSWER_WAIT)
+        except TimeoutError:
+            log.warning("telegram_webhook_slow seconds=%d", WEBHOOK_ANSWER_WAIT)
+        except asyncio.CancelledError:
+            if not answered.cancelled():  # the request ended, not the update
+                raise
+
+
+def _update_id(body: bytes) -> int | None:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    update_id = data.get("update_id") if isinstance(data, dict) else None
+    return update_id if isinstance(update_id, int) and not isinstance(update_id, bool) else None
 
 
 def use_constant_time_secret() -> None:
