@@ -1,4 +1,4 @@
-"""Each Telegram update answered exactly once, even when the bot is killed mid-turn.
+"""Each Telegram update answered, once, even when the bot is killed mid-turn.
 
 Two halves (issue 7, found by bench/reliability.py: a SIGKILL lost every update in
 flight and left those people waiting for an answer that never came):
