@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from fake_telegram import TOKEN, FakeTelegram
+from fake_telegram import FakeTelegram
+from telegram_harness import WEBHOOK_URL, bot_env, free_port, run_with_fake, telegram_bot
 
-from bot.app import Assistant, build_assistant
+from bot.app import build_assistant
 from bot.channels import telegram as telegram_channel
 from bot.channels.delivery import UpdateTracker, unpack
-from bot.channels.telegram import TelegramChannel, build_application
+from bot.channels.telegram import TelegramChannel
 from bot.config import load_settings
 from bot.events import Incoming
 from bot.session import Session
@@ -122,44 +119,6 @@ def test_a_person_acts_only_when_every_message_of_the_answer_arrived() -> None:
 
 
 # ---------------------------------------------------------------------- single faults
-@asynccontextmanager
-async def telegram_bot(tg: FakeTelegram, tmp: Path) -> AsyncIterator[Assistant]:
-    settings = load_settings(
-        {
-            "HULPWIJZER_SECRET": SECRET,
-            "HULPWIJZER_DB": str(tmp / "hw.sqlite3"),
-            "HULPWIJZER_VAR": str(tmp / "var"),
-            "NLU_BACKEND": "none",
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_BASE_URL": tg.base_url,
-        },
-        root=ROOT,
-    )
-    assistant = build_assistant(settings, with_nlu=False)
-    application = build_application(settings, assistant, max_rate=0)
-    await application.initialize()
-    assert application.post_init is not None and application.updater is not None
-    await application.post_init(application)
-    await application.updater.start_polling(poll_interval=0.0, timeout=1)
-    await application.start()
-    try:
-        yield assistant
-    finally:
-        await application.updater.stop()
-        await application.stop()
-        assert application.post_stop is not None
-        await application.post_stop(application)
-        await application.shutdown()
-
-
-def _run(scenario: Callable[[FakeTelegram], Any]) -> None:
-    async def wrapper() -> None:
-        async with FakeTelegram(long_poll_cap=0.5) as tg:
-            await scenario(tg)
-
-    asyncio.run(wrapper())
-
-
 WELCOME = nl("welcome.text", hours=24).splitlines()[0]
 
 
@@ -181,7 +140,7 @@ def test_each_fault_delays_the_answer_but_it_arrives_exactly_once(
     person = 4711
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with telegram_bot(tg, tmp_path):
+        async with telegram_bot(tg, tmp_path, SECRET, max_rate=0):
             tg.fail(kind, methods, times=2, retry_after=1, delay=1.5)
             tg.send_text(person, "/start")
             await tg.wait_for(lambda: bool(tg.sent(person)), timeout=30, what="the answer")
@@ -190,14 +149,14 @@ def test_each_fault_delays_the_answer_but_it_arrives_exactly_once(
             faulted = [c for c in tg.calls if c.fault and c.method in methods]
             assert len(faulted) == 2  # both faults were met and got over
 
-    _run(scenario)
+    run_with_fake(scenario)
 
 
 def test_a_429_is_waited_out_for_retry_after_seconds(tmp_path: Path) -> None:
     person = 4712
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with telegram_bot(tg, tmp_path):
+        async with telegram_bot(tg, tmp_path, SECRET, max_rate=0):
             tg.fail("429", ["sendMessage"], times=1, retry_after=2)
             tg.send_text(person, "/start")
             await tg.wait_for(lambda: bool(tg.sent(person)), timeout=30, what="the answer")
@@ -207,7 +166,7 @@ def test_a_429_is_waited_out_for_retry_after_seconds(tmp_path: Path) -> None:
             await tg.wait_idle(quiet=0.3)
             assert len(tg.sent(person)) == 1
 
-    _run(scenario)
+    run_with_fake(scenario)
 
 
 # ---------------------------------------------------------------------- cut off mid-turn
@@ -347,22 +306,21 @@ def test_a_webhook_bot_killed_mid_turn_answers_the_redelivered_update_once(
     """PTB says 200 to Telegram as soon as an update is queued: a crash then lost it. The
     bot now says 200 only once the update is answered, so Telegram delivers it again."""
     person = 5150
-    port = _free_port()
+    port = free_port()
 
     async def scenario(tg: FakeTelegram) -> None:
         env = {
             **os.environ,
-            "HULPWIJZER_SECRET": SECRET,
-            "HULPWIJZER_DB": str(tmp_path / "hw.sqlite3"),
-            "HULPWIJZER_VAR": str(tmp_path / "var"),
-            "HULPWIJZER_LOG_LEVEL": "WARNING",
-            "NLU_BACKEND": "none",
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_BASE_URL": tg.base_url,
-            "TELEGRAM_WEBHOOK_URL": "https://bot.example.invalid/tg-hook",
-            "TELEGRAM_WEBHOOK_SECRET": HOOK_SECRET,
-            "TELEGRAM_WEBHOOK_LISTEN": "127.0.0.1",
-            "TELEGRAM_WEBHOOK_PORT": str(port),
+            **bot_env(
+                tmp_path,
+                tg,
+                SECRET,
+                HULPWIJZER_LOG_LEVEL="WARNING",
+                TELEGRAM_WEBHOOK_URL=WEBHOOK_URL,
+                TELEGRAM_WEBHOOK_SECRET=HOOK_SECRET,
+                TELEGRAM_WEBHOOK_LISTEN="127.0.0.1",
+                TELEGRAM_WEBHOOK_PORT=str(port),
+            ),
         }
         bot = reliability.Bot(env, tmp_path / "bot.log", ("telegram", "--no-nlu", "--webhook"))
         url = f"http://127.0.0.1:{port}/tg-hook"
@@ -404,10 +362,4 @@ def test_a_webhook_bot_killed_mid_turn_answers_the_redelivered_update_once(
             code, _ = await bot.terminate()
             assert code == 0
 
-    _run(scenario)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    run_with_fake(scenario)

@@ -9,25 +9,22 @@ no rows; idle sessions are purged; no table holds a Telegram user or chat id.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_telegram import TOKEN, FakeTelegram
+from telegram_harness import run_with_fake, telegram_bot
 
-from bot.app import Assistant, build_assistant
-from bot.channels.telegram import build_application, protect_logs
+from bot.app import Assistant
 from bot.cli import main
-from bot.config import load_settings
 from bot.events import Incoming, Outcome, Parse
 from bot.session import Session
 from bot.store import SQLiteSessionStore, session_cipher
@@ -209,50 +206,6 @@ class LeakyStore(SQLiteSessionStore):
         super().save(key, session, now)
 
 
-@asynccontextmanager
-async def telegram_bot(
-    tg: FakeTelegram, tmp: Path, store: type[SQLiteSessionStore] | None = None
-) -> AsyncIterator[Assistant]:
-    """The real Telegram application against the fake server, logging as in production."""
-    settings = load_settings(
-        {
-            "HULPWIJZER_SECRET": SECRET,
-            "HULPWIJZER_DB": str(tmp / "hw.sqlite3"),
-            "HULPWIJZER_VAR": str(tmp / "var"),
-            "NLU_BACKEND": "none",
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_BASE_URL": tg.base_url,
-        },
-        root=ROOT,
-    )
-    assistant = build_assistant(settings, with_nlu=False)
-    if store is not None:
-        assistant.store.close()  # type: ignore[attr-defined]
-        assistant.store = store(settings.db_path, session_cipher(SECRET))
-    protect_logs()  # what `hulpwijzer telegram` does once logging is configured
-    application = build_application(settings, assistant, max_rate=0)
-    await application.initialize()
-    assert application.post_init is not None
-    await application.post_init(application)
-    assert application.updater is not None
-    await application.updater.start_polling(poll_interval=0.0, timeout=1)
-    await application.start()
-    try:
-        yield assistant
-    finally:
-        await application.updater.stop()
-        await application.stop()
-        await application.shutdown()
-
-
-def _run(scenario: Callable[[FakeTelegram], Any]) -> None:
-    async def wrapper() -> None:
-        async with FakeTelegram(long_poll_cap=0.5) as tg:
-            await scenario(tg)
-
-    asyncio.run(wrapper())
-
-
 async def _answer(tg: FakeTelegram, chat: int, do: Callable[[], object]) -> None:
     before = len(tg.sent(chat))
     do()
@@ -266,14 +219,17 @@ def test_a_store_failing_with_the_state_in_its_message_leaks_nothing_on_telegram
     person = 6029384756
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with telegram_bot(tg, tmp_path, store=LeakyStore):
+        # protect=True: protect_logs(), as `hulpwijzer telegram` does once logging is set up.
+        async with telegram_bot(
+            tg, tmp_path, SECRET, max_rate=0, store=LeakyStore, protect=True, post_stop=False
+        ):
             await _answer(tg, person, lambda: tg.send_text(person, "/start"))
             await _answer(tg, person, lambda: tg.send_text(person, FREE))
             await _answer(tg, person, lambda: tg.press_option(person, "nl"))
         texts = "\n".join(tg.sent_texts(person))
         assert not _leaks(texts)  # the person is told something went wrong, not the details
 
-    _run(scenario)
+    run_with_fake(scenario)
     logged = _everything_logged(debug_logs.records)
     assert "telegram_error kind=LeakyError" in logged
     assert not _leaks(logged)
@@ -287,7 +243,9 @@ def test_canaries_through_telegram_at_debug_reach_neither_logs_nor_database(
     person = 7730461829
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with telegram_bot(tg, tmp_path) as assistant:
+        async with telegram_bot(
+            tg, tmp_path, SECRET, max_rate=0, protect=True, post_stop=False
+        ) as assistant:
             await _answer(tg, person, lambda: tg.send_text(person, "/start"))
             await _answer(tg, person, lambda: tg.send_text(person, FREE))
             for option in TO_LETTER:
@@ -302,7 +260,7 @@ def test_canaries_through_telegram_at_debug_reach_neither_logs_nor_database(
         assert not [c for c in CANARIES if _in_bytes(raw, c)]
         _no_raw_ids(tmp_path / "hw.sqlite3", [person])
 
-    _run(scenario)
+    run_with_fake(scenario)
     logged = _everything_logged(debug_logs.records)
     assert "telegram" in logged  # PTB's own DEBUG records were captured
     assert not _leaks(logged)
@@ -338,13 +296,13 @@ def test_no_table_holds_a_telegram_user_or_chat_id_after_many_conversations(
     people = [7730461829, 5_000_000_001, 281_474_976_710_000, 123_456_789]
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with telegram_bot(tg, tmp_path):
+        async with telegram_bot(tg, tmp_path, SECRET, max_rate=0, protect=True, post_stop=False):
             for person in people:
                 await _answer(tg, person, lambda p=person: tg.send_text(p, "/start"))  # type: ignore[misc]
                 await _answer(tg, person, lambda p=person: tg.press_option(p, "nl"))  # type: ignore[misc]
                 await _answer(tg, person, lambda p=person: tg.send_media(p, "photo"))  # type: ignore[misc]
 
-    _run(scenario)
+    run_with_fake(scenario)
     _no_raw_ids(tmp_path / "hw.sqlite3", people)
 
 

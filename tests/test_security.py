@@ -10,11 +10,8 @@ import hmac
 import importlib.util
 import logging
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,14 +20,12 @@ import httpx
 import pytest
 from fake_telegram import TOKEN, FakeTelegram
 from telegram.ext._utils import webhookhandler as ptb_webhook
+from telegram_harness import bot_env, free_port, run_with_fake, telegram_bot
 
 from bot import config
-from bot.app import Assistant, build_assistant
 from bot.channels import telegram as telegram_channel
 from bot.channels.telegram import (
     ConstantTimeSecretHandler,
-    build_application,
-    protect_logs,
     webhook_settings,
 )
 from bot.cli import main
@@ -43,49 +38,7 @@ HOOK_SECRET = "hook-secret-" + "w" * 44
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(tmp: Path, tg: FakeTelegram | None = None, **extra: str) -> dict[str, str]:
-    return {
-        "HULPWIJZER_SECRET": SECRET,
-        "HULPWIJZER_DB": str(tmp / "hw.sqlite3"),
-        "HULPWIJZER_VAR": str(tmp / "var"),
-        "NLU_BACKEND": "none",
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "TELEGRAM_BASE_URL": tg.base_url if tg else "",
-        **extra,
-    }
-
-
 # ---------------------------------------------------------------------- the webhook
-@asynccontextmanager
-async def webhook_bot(tg: FakeTelegram, tmp: Path, port: int) -> AsyncIterator[Assistant]:
-    settings = load_settings(_env(tmp, tg), root=ROOT)
-    assistant = build_assistant(settings, with_nlu=False)
-    protect_logs()  # as `hulpwijzer telegram --webhook` does
-    application = build_application(settings, assistant, max_rate=0)
-    await application.initialize()
-    assert application.updater is not None
-    await application.updater.start_webhook(
-        listen="127.0.0.1",
-        port=port,
-        url_path="tg-hook",
-        webhook_url="https://bot.example.invalid/tg-hook",
-        secret_token=HOOK_SECRET,
-    )
-    await application.start()
-    try:
-        yield assistant
-    finally:
-        await application.updater.stop()
-        await application.stop()
-        await application.shutdown()
-
-
 def test_the_webhook_compares_the_secret_in_constant_time_and_rejects_wrong_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -98,7 +51,7 @@ def test_the_webhook_compares_the_secret_in_constant_time_and_rejects_wrong_ones
         return real_compare(given, expected)
 
     monkeypatch.setattr(telegram_channel.hmac, "compare_digest", spy)
-    port = _free_port()
+    port = free_port()
     person = 4815162342
     wrong_same_length = HOOK_SECRET[:-1] + "x"
     attempts: list[tuple[dict[str, str], int]] = [
@@ -112,7 +65,17 @@ def test_the_webhook_compares_the_secret_in_constant_time_and_rejects_wrong_ones
     ]
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with webhook_bot(tg, tmp_path, port) as assistant:
+        async with telegram_bot(
+            tg,
+            tmp_path,
+            SECRET,
+            max_rate=0,
+            protect=True,  # as `hulpwijzer telegram --webhook` does
+            webhook_port=port,
+            webhook_secret=HOOK_SECRET,
+            post_init=False,
+            post_stop=False,
+        ) as assistant:
             # PTB's server now builds its handler from our class.
             assert ptb_webhook.TelegramHandler is ConstantTimeSecretHandler
             url = f"http://127.0.0.1:{port}/tg-hook"
@@ -130,11 +93,7 @@ def test_the_webhook_compares_the_secret_in_constant_time_and_rejects_wrong_ones
                 assert answer.status_code == 200
                 await tg.wait_for(lambda: bool(tg.sent(person)), timeout=10, what="a reply")
 
-    async def wrapper() -> None:
-        async with FakeTelegram(long_poll_cap=0.5) as tg:
-            await scenario(tg)
-
-    asyncio.run(wrapper())
+    run_with_fake(scenario)
     # Every request with a secret header went through hmac.compare_digest.
     assert len(compared) >= len(attempts) - 1
     assert all(expected == HOOK_SECRET.encode() for _, expected in compared)
@@ -227,7 +186,7 @@ def test_a_bad_webhook_secret_is_refused_without_echoing_it(value: str) -> None:
 
 
 def test_settings_never_show_their_secrets(tmp_path: Path) -> None:
-    settings = load_settings(_env(tmp_path), root=ROOT)
+    settings = load_settings(bot_env(tmp_path, None, SECRET), root=ROOT)
     hook = webhook_settings(
         {
             "TELEGRAM_WEBHOOK_URL": "https://bot.example.nl/tg",
@@ -262,14 +221,16 @@ def test_start_up_crashes_at_debug_show_no_secrets(tmp_path: Path) -> None:
 
     async def refused() -> subprocess.CompletedProcess[str]:
         async with FakeTelegram(token="987654321:AAHanotherTokenThatIsNotOurs_abcdefg") as tg:
-            return await asyncio.to_thread(_start_bot, _env(tmp_path / "a", tg))
+            return await asyncio.to_thread(_start_bot, bot_env(tmp_path / "a", tg, SECRET))
 
     result = asyncio.run(refused())
     assert result.returncode == 2
     assert "does not accept TELEGRAM_BOT_TOKEN" in result.stderr
     _assert_no_secrets(result.stderr + result.stdout)
 
-    unreachable = _env(tmp_path / "b", TELEGRAM_BASE_URL=f"http://127.0.0.1:{_free_port()}/bot")
+    unreachable = bot_env(
+        tmp_path / "b", None, SECRET, TELEGRAM_BASE_URL=f"http://127.0.0.1:{free_port()}/bot"
+    )
     result = _start_bot(unreachable)
     assert result.returncode != 0
     assert "DEBUG" in result.stderr  # logging was on
@@ -277,12 +238,16 @@ def test_start_up_crashes_at_debug_show_no_secrets(tmp_path: Path) -> None:
 
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "hw.sqlite3").mkdir()  # a folder where the database file should be
-    result = _start_bot(_env(tmp_path / "c", TELEGRAM_BASE_URL="http://127.0.0.1:9/bot"))
+    result = _start_bot(
+        bot_env(tmp_path / "c", None, SECRET, TELEGRAM_BASE_URL="http://127.0.0.1:9/bot")
+    )
     assert result.returncode != 0
     _assert_no_secrets(result.stderr + result.stdout)
 
-    hook = _env(
+    hook = bot_env(
         tmp_path / "d",
+        None,
+        SECRET,
         TELEGRAM_WEBHOOK_URL="https://bot.example.nl/tg",
         TELEGRAM_WEBHOOK_SECRET="x",
     )
@@ -299,30 +264,19 @@ def test_no_secret_in_logs_while_telegram_fails_at_debug(
     caplog.set_level(logging.DEBUG)
     person = 3141592653
 
-    async def scenario() -> None:
-        async with FakeTelegram(long_poll_cap=0.5) as tg:
-            settings = load_settings(_env(tmp_path, tg), root=ROOT)
-            assistant = build_assistant(settings, with_nlu=False)
-            protect_logs()
-            application = build_application(settings, assistant, max_rate=0)
-            await application.initialize()
-            assert application.updater is not None
-            await application.updater.start_polling(poll_interval=0.0, timeout=1)
-            await application.start()
-            try:
-                tg.fail("500", ["sendMessage"], times=2)
-                tg.fail("drop", ["sendMessage"], times=2)
-                tg.send_text(person, "/start")
-                await tg.wait_for(lambda: bool(tg.sent(person)), timeout=30, what="a reply")
-                tg.fail("400", ["sendMessage"], times=1)
-                tg.send_text(person, "/help")
-                await tg.wait_idle(quiet=0.3)
-            finally:
-                await application.updater.stop()
-                await application.stop()
-                await application.shutdown()
+    async def scenario(tg: FakeTelegram) -> None:
+        async with telegram_bot(
+            tg, tmp_path, SECRET, max_rate=0, protect=True, post_init=False, post_stop=False
+        ):
+            tg.fail("500", ["sendMessage"], times=2)
+            tg.fail("drop", ["sendMessage"], times=2)
+            tg.send_text(person, "/start")
+            await tg.wait_for(lambda: bool(tg.sent(person)), timeout=30, what="a reply")
+            tg.fail("400", ["sendMessage"], times=1)
+            tg.send_text(person, "/help")
+            await tg.wait_idle(quiet=0.3)
 
-    asyncio.run(scenario())
+    run_with_fake(scenario)
     logged = caplog.text + "\n".join(repr(r.args) for r in caplog.records)
     assert "telegram_retry" in logged  # the faults were met and logged
     _assert_no_secrets(logged)

@@ -11,29 +11,24 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 from fake_telegram import BOT_USERNAME, MEDIA_KINDS, TOKEN, FakeTelegram
+from telegram_harness import bot_env, free_port, run_with_fake, telegram_bot
 
-from bot.app import Assistant, build_assistant
 from bot.channels.telegram import (
     TEXT_LIMIT,
-    build_application,
     protect_logs,
     split_text,
     webhook_settings,
 )
 from bot.cli import main
-from bot.config import load_settings
 from bot.errors import ConfigError
 from bot.texts import Texts
 
@@ -48,62 +43,6 @@ SEXTORTION = ["nl", "yes", "me", "a13_15", "sextortion", "money", "yes", "instag
 
 def nl(key: str, **values: object) -> str:
     return TEXTS.get("nl", key, **values)
-
-
-def _env(tmp: Path, tg: FakeTelegram | None, root: Path = ROOT) -> dict[str, str]:
-    return {
-        "HULPWIJZER_SECRET": SECRET,
-        "HULPWIJZER_DB": str(tmp / "hw.sqlite3"),
-        "HULPWIJZER_VAR": str(tmp / "var"),
-        "NLU_BACKEND": "none",
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "TELEGRAM_BASE_URL": tg.base_url if tg else "",
-    }
-
-
-@asynccontextmanager
-async def bot_on(
-    tg: FakeTelegram,
-    tmp: Path,
-    root: Path = ROOT,
-    webhook_port: int | None = None,
-    purge_every: float = 600.0,
-) -> AsyncIterator[Assistant]:
-    """Start the real application against the fake server the way run_polling does
-    (initialize, post_init, updater, start), and stop it gracefully afterwards."""
-    settings = load_settings(_env(tmp, tg), root=root)
-    assistant = build_assistant(settings, with_nlu=False)
-    application = build_application(settings, assistant, purge_every=purge_every)
-    await application.initialize()
-    assert application.post_init is not None
-    await application.post_init(application)
-    if webhook_port is None:
-        await application.updater.start_polling(poll_interval=0.0, timeout=1)  # type: ignore[union-attr]
-    else:
-        await application.updater.start_webhook(  # type: ignore[union-attr]
-            listen="127.0.0.1",
-            port=webhook_port,
-            url_path="tg-hook",
-            webhook_url="https://bot.example.invalid/tg-hook",
-            secret_token=HOOK_SECRET,
-        )
-    await application.start()
-    try:
-        yield assistant
-    finally:
-        await application.updater.stop()  # type: ignore[union-attr]
-        await application.stop()
-        assert application.post_stop is not None
-        await application.post_stop(application)
-        await application.shutdown()
-
-
-def run(scenario: Callable[[FakeTelegram], Any]) -> None:
-    async def wrapper() -> None:
-        async with FakeTelegram(long_poll_cap=0.5) as tg:
-            await scenario(tg)
-
-    asyncio.run(wrapper())
 
 
 async def act(tg: FakeTelegram, chat: int, do: Callable[[], object], until: str = "") -> list[str]:
@@ -134,16 +73,10 @@ async def walk(tg: FakeTelegram, user: int, options: list[str], start: str = "/s
     return seen
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # ---------------------------------------------------------------------- start-up
 def test_startup_registers_menu_and_descriptions_in_dutch_and_english(tmp_path: Path) -> None:
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path):
+        async with telegram_bot(tg, tmp_path, SECRET):
             pass
         assert set(tg.commands) == {"", "nl", "en"}
         dutch = {c["command"]: c["description"] for c in tg.commands["nl"]}
@@ -160,7 +93,7 @@ def test_startup_registers_menu_and_descriptions_in_dutch_and_english(tmp_path: 
         assert all(len(text) <= 120 for text in tg.short_descriptions.values())
         assert set(tg.short_descriptions) == {"", "nl", "en"}
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 # ---------------------------------------------------------------------- the conversation
@@ -168,7 +101,7 @@ def test_whole_conversation_from_start_to_the_plan_by_buttons(tmp_path: Path) ->
     user = 987654321
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path) as assistant:
+        async with telegram_bot(tg, tmp_path, SECRET) as assistant:
             seen = await walk(tg, user, SEXTORTION)
             await tg.wait_idle(quiet=0.1)
             plan = "\n".join(seen[-3:])
@@ -183,7 +116,7 @@ def test_whole_conversation_from_start_to_the_plan_by_buttons(tmp_path: Path) ->
         raw = b"".join(p.read_bytes() for p in tmp_path.glob("hw.sqlite3*"))
         assert str(user).encode() not in raw  # no Telegram user id in the clear
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 def test_a_drafted_letter_arrives_as_text_and_as_a_file_that_wis_removes(tmp_path: Path) -> None:
@@ -191,7 +124,7 @@ def test_a_drafted_letter_arrives_as_text_and_as_a_file_that_wis_removes(tmp_pat
     path = ["nl", "yes", "me", "a13_15", "image_abuse", "public", "other", "stranger", "letter"]
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path):
+        async with telegram_bot(tg, tmp_path, SECRET):
             await walk(tg, user, [*path, "other", "skip"])
             documents = tg.calls_to("sendDocument")
             assert len(documents) == 1
@@ -205,12 +138,12 @@ def test_a_drafted_letter_arrives_as_text_and_as_a_file_that_wis_removes(tmp_pat
             await tg.wait_idle(quiet=0.1)
             assert [m.get("text") for m in tg.chat(user).messages.values()] == [nl("wipe.done")]
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 def test_deep_links_choose_language_and_volunteer_mode(tmp_path: Path) -> None:
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path):
+        async with telegram_bot(tg, tmp_path, SECRET):
             english = await act(tg, 1, lambda: tg.send_text(1, "/start en"))
             assert TEXTS.get("en", "welcome.text", hours=24).splitlines()[0] in english[-1]
             volunteer = await act(tg, 2, lambda: tg.send_text(2, "/start vrijwilliger"))
@@ -218,7 +151,7 @@ def test_deep_links_choose_language_and_volunteer_mode(tmp_path: Path) -> None:
             unknown = await act(tg, 3, lambda: tg.send_text(3, "/start onbekend-ding"))
             assert nl("welcome.text", hours=24).splitlines()[0] in unknown[-1]
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 def test_a_forged_or_stale_button_gets_the_current_question_again(tmp_path: Path) -> None:
@@ -232,7 +165,7 @@ def test_a_forged_or_stale_button_gets_the_current_question_again(tmp_path: Path
     ]
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path):
+        async with telegram_bot(tg, tmp_path, SECRET):
             await act(tg, user, lambda: tg.send_text(user, "/start"))
             question = tg.sent_texts(user)[-1]
             for data in forged:
@@ -244,14 +177,14 @@ def test_a_forged_or_stale_button_gets_the_current_question_again(tmp_path: Path
             assert nl("ask.safety") in seen[-1]
             assert not any(nl("telegram.failed") in text for text in tg.sent_texts(user))
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 def test_media_is_deleted_never_downloaded_and_explained(tmp_path: Path) -> None:
     user = 5151
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path) as assistant:
+        async with telegram_bot(tg, tmp_path, SECRET) as assistant:
             await walk(tg, user, ["nl", "yes"])
             await tg.wait_idle(quiet=0.05)
             question = tg.sent_texts(user)[-1]
@@ -269,14 +202,14 @@ def test_media_is_deleted_never_downloaded_and_explained(tmp_path: Path) -> None
             await tg.wait_idle(quiet=0.05)
             assert assistant.store.count_rows(key) == rows + 2 * len(MEDIA_KINDS)
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 def test_wis_deletes_both_sides_of_the_chat_and_everything_stored(tmp_path: Path) -> None:
     user = 6161
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path) as assistant:
+        async with telegram_bot(tg, tmp_path, SECRET) as assistant:
             await walk(tg, user, ["nl", "yes", "me"])
             await act(tg, user, lambda: tg.send_text(user, "/help"))
             chat = tg.chat(user)
@@ -294,14 +227,14 @@ def test_wis_deletes_both_sides_of_the_chat_and_everything_stored(tmp_path: Path
             seen = await act(tg, user, lambda: tg.send_text(user, "/start"))
             assert nl("welcome.text", hours=24).splitlines()[0] in seen[-1]
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 def test_stop_deletes_everything_stored_but_leaves_the_chat(tmp_path: Path) -> None:
     user = 7171
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path) as assistant:
+        async with telegram_bot(tg, tmp_path, SECRET) as assistant:
             await walk(tg, user, ["nl", "yes"])
             key = assistant.key_for("telegram", user)
             assert assistant.store.count_rows(key) > 0
@@ -310,14 +243,14 @@ def test_stop_deletes_everything_stored_but_leaves_the_chat(tmp_path: Path) -> N
             assert assistant.store.count_rows(key) == 0
             assert not tg.chat(user).deleted  # /stop forgets; only /wis cleans the chat
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 def test_a_conversation_idle_longer_than_the_ttl_is_deleted_while_the_bot_runs(
     tmp_path: Path,
 ) -> None:
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path, purge_every=0.1) as assistant:
+        async with telegram_bot(tg, tmp_path, SECRET, purge_every=0.1) as assistant:
             await walk(tg, 1, ["nl"])
             key = assistant.key_for("telegram", 1)
             session = assistant.store.load(key)
@@ -326,7 +259,7 @@ def test_a_conversation_idle_longer_than_the_ttl_is_deleted_while_the_bot_runs(
             assistant.store.save(key, session, long_ago)  # as if untouched for 25 hours
             await tg.wait_for(lambda: assistant.store.count_rows(key) == 0, what="the purge")
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 # ---------------------------------------------------------------------- faults
@@ -334,7 +267,7 @@ def test_429_500_slow_and_dropped_answers_are_retried_with_no_reply_lost_or_doub
     tmp_path: Path,
 ) -> None:
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path):
+        async with telegram_bot(tg, tmp_path, SECRET):
             calm = await walk(tg, 1, SEXTORTION)
             tg.fail("429", ["sendMessage"], times=2, retry_after=1)
             tg.fail("500", ["sendMessage"], times=2)
@@ -347,7 +280,7 @@ def test_429_500_slow_and_dropped_answers_are_retried_with_no_reply_lost_or_doub
             faults = sorted(c.fault for c in tg.calls if c.fault)
             assert faults == ["429", "429", "500", "500", "drop", "slow"]
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 def test_a_failed_reply_is_reported_and_the_person_keeps_their_place(
@@ -359,7 +292,7 @@ def test_a_failed_reply_is_reported_and_the_person_keeps_their_place(
     protect_logs()
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path):
+        async with telegram_bot(tg, tmp_path, SECRET):
             await walk(tg, user, ["nl", "yes"])
             await act(tg, user, lambda: tg.send_text(user, canary))
             tg.fail("400", ["sendMessage"], times=1)  # refused: not something to retry
@@ -368,7 +301,7 @@ def test_a_failed_reply_is_reported_and_the_person_keeps_their_place(
             seen = await act(tg, user, lambda: tg.send_text(user, "/help"))
             assert nl("ask.age").splitlines()[0] in seen[-1]  # the step after "me", kept
 
-    run(scenario)
+    run_with_fake(scenario)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "telegram_error kind=BadRequest" in logged
     for secret in (canary, str(user), TOKEN, TOKEN.split(":")[1], SECRET):
@@ -378,10 +311,12 @@ def test_a_failed_reply_is_reported_and_the_person_keeps_their_place(
 # ---------------------------------------------------------------------- webhook
 def test_webhook_rejects_a_missing_or_wrong_secret_before_the_engine(tmp_path: Path) -> None:
     user = 9191
-    port = _free_port()
+    port = free_port()
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path, webhook_port=port) as assistant:
+        async with telegram_bot(
+            tg, tmp_path, SECRET, webhook_port=port, webhook_secret=HOOK_SECRET
+        ) as assistant:
             assert tg.webhook["secret_token"] == HOOK_SECRET
             url = f"http://127.0.0.1:{port}/tg-hook"
             async with httpx.AsyncClient() as client:
@@ -403,17 +338,19 @@ def test_webhook_rejects_a_missing_or_wrong_secret_before_the_engine(tmp_path: P
                 await tg.wait_for(lambda: len(tg.sent(user)) > before, what="the welcome")
                 assert assistant.store.count_rows() > 0
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 def test_webhook_says_200_only_once_the_update_is_answered(tmp_path: Path) -> None:
     """Telegram delivers an update again until it hears 2xx: saying 200 only after the
     answer was sent means a crash in between costs a redelivery, not the update."""
     user = 9292
-    port = _free_port()
+    port = free_port()
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path, webhook_port=port):
+        async with telegram_bot(
+            tg, tmp_path, SECRET, webhook_port=port, webhook_secret=HOOK_SECRET
+        ):
             tg.fail("slow", ["sendMessage"], times=1, delay=1.0)
             headers = {"X-Telegram-Bot-Api-Secret-Token": HOOK_SECRET}
             async with httpx.AsyncClient(timeout=30) as client:
@@ -432,7 +369,7 @@ def test_webhook_says_200_only_once_the_update_is_answered(tmp_path: Path) -> No
                 )
                 assert broken.status_code == 400
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 # ---------------------------------------------------------------------- concurrency
@@ -440,7 +377,7 @@ def test_two_people_interleaved_hear_only_their_own_conversation(tmp_path: Path)
     anna, ben = 111, 222
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path):
+        async with telegram_bot(tg, tmp_path, SECRET):
             await act(tg, anna, lambda: tg.send_text(anna, "/start"))
             await act(tg, ben, lambda: tg.send_text(ben, "/start en", language_code="en"))
             anna_path = ["nl", "yes", "me", "a16_17", "bullying"]
@@ -461,14 +398,14 @@ def test_two_people_interleaved_hear_only_their_own_conversation(tmp_path: Path)
             assert not any(nl("error.stale_button") in t for t in tg.sent_texts(anna))
             assert not any(TEXTS.get("en", "error.stale_button") in t for t in tg.sent_texts(ben))
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 def test_one_persons_quick_messages_are_answered_in_order(tmp_path: Path) -> None:
     user = 333
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path):
+        async with telegram_bot(tg, tmp_path, SECRET):
             await act(tg, user, lambda: tg.send_text(user, "/start"))
             tg.fail("slow", ["sendMessage"], times=1, delay=0.4)  # the first answer is slow
             for command in ("/help", "/privacy", "/help", "/privacy"):
@@ -485,7 +422,7 @@ def test_one_persons_quick_messages_are_answered_in_order(tmp_path: Path) -> Non
             ]
             assert leads == ["help", "privacy", "help", "privacy"]
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 # ---------------------------------------------------------------------- groups
@@ -495,7 +432,7 @@ def test_in_a_group_the_bot_only_points_to_a_private_chat_and_keeps_nothing(
     group, pupil = -100500, 444
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path) as assistant:
+        async with telegram_bot(tg, tmp_path, SECRET) as assistant:
             link = f"https://t.me/{BOT_USERNAME}"
             await act(tg, group, lambda: tg.add_to_group(group, pupil), until=link)
             await act(tg, group, lambda: tg.group_text(group, pupil, "/start"), until=link)
@@ -504,7 +441,7 @@ def test_in_a_group_the_bot_only_points_to_a_private_chat_and_keeps_nothing(
             assert tg.sent_texts(group) == [nl("telegram.group_only", link=link)] * 2
             assert assistant.store.count_rows() == 0
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 # ---------------------------------------------------------------------- long replies
@@ -524,7 +461,7 @@ def test_a_5000_character_reply_arrives_as_two_messages_split_between_paragraphs
     )
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with bot_on(tg, tmp_path, root=root):
+        async with telegram_bot(tg, tmp_path, SECRET, root=root):
             seen = await act(tg, 1, lambda: tg.send_text(1, "/start"))
             assert len(seen) == 2 and all(len(part) <= TEXT_LIMIT for part in seen)
             assert "\n\n".join(seen) == long_welcome.replace("{hours}", "24")
@@ -532,7 +469,7 @@ def test_a_5000_character_reply_arrives_as_two_messages_split_between_paragraphs
             buttons = [c.params.get("reply_markup") for c in tg.sent(1)]
             assert buttons[0] is None and buttons[1]  # the buttons come under the last part
 
-    run(scenario)
+    run_with_fake(scenario)
 
 
 def test_split_text_keeps_short_texts_and_cuts_even_a_text_without_spaces() -> None:
@@ -549,7 +486,7 @@ def test_split_text_keeps_short_texts_and_cuts_even_a_text_without_spaces() -> N
 def test_missing_or_malformed_token_or_secret_stops_start_up_with_one_sentence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = _env(tmp_path, None)
+    base = bot_env(tmp_path, None, SECRET)
     cases = [
         ({"TELEGRAM_BOT_TOKEN": ""}, "TELEGRAM_BOT_TOKEN is not set"),
         ({"TELEGRAM_BOT_TOKEN": "12345:short"}, "does not look like a bot token"),
@@ -584,7 +521,7 @@ def test_the_real_command_runs_against_a_bot_api_server_and_stops_cleanly(
     exit 2; a good one registers, answers /start, and SIGTERM ends it with status 0."""
 
     async def scenario(tg: FakeTelegram) -> None:
-        env = {**os.environ, **_env(tmp_path, tg), "HULPWIJZER_LOG_LEVEL": "DEBUG"}
+        env = {**os.environ, **bot_env(tmp_path, tg, SECRET), "HULPWIJZER_LOG_LEVEL": "DEBUG"}
         command = [sys.executable, "-m", "bot", "telegram", "--no-nlu"]
         refused = await asyncio.create_subprocess_exec(
             *command,
@@ -615,4 +552,4 @@ def test_the_real_command_runs_against_a_bot_api_server_and_stops_cleanly(
         assert "/start" not in logged and TOKEN.split(":")[1] not in logged
         assert str(PERSON) not in logged
 
-    run(scenario)
+    run_with_fake(scenario)
