@@ -221,7 +221,12 @@ def test_a_store_failing_with_the_state_in_its_message_leaks_nothing_on_telegram
     async def scenario(tg: FakeTelegram) -> None:
         # protect=True: protect_logs(), as `hulpwijzer telegram` does once logging is set up.
         async with telegram_bot(
-            tg, tmp_path, SECRET, max_rate=0, store=LeakyStore, protect=True, post_stop=False
+            tg,
+            tmp_path,
+            SECRET,
+            max_rate=0,
+            store=LeakyStore,
+            protect=True,
         ):
             await _answer(tg, person, lambda: tg.send_text(person, "/start"))
             await _answer(tg, person, lambda: tg.send_text(person, FREE))
@@ -244,7 +249,11 @@ def test_canaries_through_telegram_at_debug_reach_neither_logs_nor_database(
 
     async def scenario(tg: FakeTelegram) -> None:
         async with telegram_bot(
-            tg, tmp_path, SECRET, max_rate=0, protect=True, post_stop=False
+            tg,
+            tmp_path,
+            SECRET,
+            max_rate=0,
+            protect=True,
         ) as assistant:
             await _answer(tg, person, lambda: tg.send_text(person, "/start"))
             await _answer(tg, person, lambda: tg.send_text(person, FREE))
@@ -296,7 +305,7 @@ def test_no_table_holds_a_telegram_user_or_chat_id_after_many_conversations(
     people = [7730461829, 5_000_000_001, 281_474_976_710_000, 123_456_789]
 
     async def scenario(tg: FakeTelegram) -> None:
-        async with telegram_bot(tg, tmp_path, SECRET, max_rate=0, protect=True, post_stop=False):
+        async with telegram_bot(tg, tmp_path, SECRET, max_rate=0, protect=True):
             for person in people:
                 await _answer(tg, person, lambda p=person: tg.send_text(p, "/start"))  # type: ignore[misc]
                 await _answer(tg, person, lambda p=person: tg.press_option(p, "nl"))  # type: ignore[misc]
