@@ -51,19 +51,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_telegram import TOKEN, Chaos, Chat, FakeTelegram, Fault  # noqa: E402
+from scripted import DryRun, Turn, dry_run, load_scripts  # noqa: E402
 
-from bot.app import build_assistant  # noqa: E402
-from bot.channels.telegram import READ_TIMEOUT, split_text  # noqa: E402
-from bot.config import load_settings  # noqa: E402
-from bot.events import Incoming, Outcome  # noqa: E402
-from bot.session import Session  # noqa: E402
+from bot.channels.telegram import READ_TIMEOUT  # noqa: E402
 from bot.store import SQLiteSessionStore, session_cipher, user_key  # noqa: E402
 
 SECRET = "reliability-secret-" + "r" * 40
@@ -105,85 +100,6 @@ class Faults(Chaos):
         if kind == "timeout":
             return Fault("slow", delay=READ_TIMEOUT + 3.0)  # the bot gives up first
         return Fault(kind, retry_after=1, delay=0.5)
-
-
-# --------------------------------------------------------------------------- scripts
-Turn = tuple[str, str]
-
-
-def load_scripts() -> list[list[Turn]]:
-    """Button-only conversations that keep their session (no /stop or /wis in them)."""
-    scripts = []
-    for path in sorted((ROOT / "tests" / "conversations").glob("*.yml")):
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-        turns: list[Turn] = []
-        for turn in spec["turns"]:
-            kind = next(k for k in ("send", "press", "press_raw", "media", "say") if k in turn)
-            turns.append((kind, str(turn[kind])))
-        if any(kind == "say" for kind, _ in turns):
-            continue
-        if any(kind == "send" and value.split()[0] in ("/stop", "/wis") for kind, value in turns):
-            continue
-        scripts.append(turns)
-    return scripts
-
-
-def _texts_of(outcome: Outcome) -> list[str]:
-    texts: list[str] = []
-    for reply in outcome.replies:
-        texts += split_text(reply.text)
-        if reply.document is not None:
-            texts.append("")
-    return texts
-
-
-@dataclass
-class DryRun:
-    """What one script must produce: messages per turn and the session it ends with."""
-
-    turns: list[list[str]]
-    steps: list[str]  # the stored step after each turn
-    final: Session
-
-
-def dry_run(scripts: list[list[Turn]], folder: Path) -> list[DryRun]:
-    settings = load_settings(
-        {
-            "HULPWIJZER_SECRET": SECRET,
-            "HULPWIJZER_DB": str(folder / "dry.sqlite3"),
-            "HULPWIJZER_VAR": str(folder / "var"),
-            "NLU_BACKEND": "none",
-        },
-        root=ROOT,
-    )
-    assistant = build_assistant(settings, with_nlu=False)
-    runs = []
-    for number, script in enumerate(scripts):
-        key = assistant.key_for("dry", number)
-        buttons: tuple[Any, ...] = ()
-        turns = []
-        steps = []
-        for kind, value in script:
-            if kind == "send":
-                incoming = Incoming("command", value)
-            elif kind == "media":
-                incoming = Incoming("media")
-            elif kind == "press_raw":
-                incoming = Incoming("button", value)
-            else:
-                data = next(b.data for b in buttons if b.data.rsplit(":", 1)[-1] == value)
-                incoming = Incoming("button", data)
-            outcome = assistant.handle(key, incoming)
-            for reply in outcome.replies:
-                if reply.buttons:
-                    buttons = reply.buttons
-            turns.append(_texts_of(outcome))
-            now = assistant.store.load(key)
-            steps.append(now.step if now is not None else "-")
-        final = assistant.store.load(key)
-        assert final is not None, f"script {number} ended without a session"
-        runs.append(DryRun(turns, steps, final))
-    return runs
 
 
 # --------------------------------------------------------------------------- the people
@@ -375,7 +291,7 @@ async def run(
     users: int, fault_rate: float, seed: int, folder: Path, stall: float = 30.0
 ) -> Result:
     scripts = load_scripts()
-    runs = dry_run(scripts, folder)
+    runs = dry_run(scripts, folder, SECRET)
     result = Result(users=users)
     database = folder / "bot.sqlite3"
     rng = random.Random(seed)
@@ -516,12 +432,12 @@ def _judge(result: Result, people: list[Person], database: Path, log: Path) -> N
     store = _open_store(database)
     for person in people:
         session = store.load(_key(person.user_id))
-        final = person.expected.final
-        if session is not None and (session.step, session.answers, session.lang, session.mode) == (
-            final.step,
-            final.answers,
-            final.lang,
-            final.mode,
+        final = person.expected.final  # the scripts keep their session: never None
+        if (
+            session is not None
+            and final is not None
+            and (session.step, session.answers, session.lang, session.mode)
+            == (final.step, final.answers, final.lang, final.mode)
         ):
             result.sessions_final_ok += 1
     result.integrity = str(store.db.execute("PRAGMA integrity_check").fetchone()[0])

@@ -33,21 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_telegram import TOKEN, Chaos, Chat, FakeTelegram  # noqa: E402
+from scripted import Turn, dry_run, load_scripts  # noqa: E402
 
 from bot.app import build_assistant  # noqa: E402
-from bot.channels.telegram import split_text  # noqa: E402
 from bot.config import load_settings  # noqa: E402
-from bot.events import Incoming, Outcome  # noqa: E402
 
 SECRET = "bench-secret-" + "b" * 40
-ACTIONS = ("send", "press", "press_raw", "media")
 
 
 # --------------------------------------------------------------------------- the bot process
@@ -87,66 +83,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 # --------------------------------------------------------------------------- scripts
-def load_scripts() -> list[list[tuple[str, str]]]:
-    """The button-only conversations (no typed free text: that is the NLU's benchmark)."""
-    scripts = []
-    for path in sorted((ROOT / "tests" / "conversations").glob("*.yml")):
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-        turns: list[tuple[str, str]] = []
-        for turn in spec["turns"]:
-            kind = next(k for k in ("send", "press", "press_raw", "media", "say") if k in turn)
-            turns.append((kind, str(turn[kind])))
-        if any(k == "say" for k, _ in turns) or any(
-            k == "send" and v.split()[0] in ("/stop", "/wis") for k, v in turns
-        ):
-            continue
-        scripts.append([*turns, ("send", "/wis")])
-    return scripts
-
-
-def messages_of(outcome: Outcome) -> list[str]:
-    texts: list[str] = []
-    for reply in outcome.replies:
-        texts += split_text(reply.text)
-        if reply.document is not None:
-            texts.append("")
-    return texts
-
-
-def expected_messages(scripts: list[list[tuple[str, str]]], tmp: Path) -> list[list[list[str]]]:
+def expected_messages(scripts: list[list[Turn]], tmp: Path) -> list[list[list[str]]]:
     """Replay each script on a local Assistant: the texts each turn must produce."""
-    settings = load_settings(
-        {
-            "HULPWIJZER_SECRET": SECRET,
-            "HULPWIJZER_DB": str(tmp / "dry.sqlite3"),
-            "HULPWIJZER_VAR": str(tmp / "var"),
-            "NLU_BACKEND": "none",
-        },
-        root=ROOT,
-    )
-    assistant = build_assistant(settings, with_nlu=False)
-    result = []
-    for number, script in enumerate(scripts):
-        key = assistant.key_for("dry", number)
-        buttons: tuple[Any, ...] = ()
-        turns = []
-        for kind, value in script:
-            if kind == "send":
-                incoming = Incoming("command", value)
-            elif kind == "media":
-                incoming = Incoming("media")
-            elif kind == "press_raw":
-                incoming = Incoming("button", value)
-            else:
-                data = next(b.data for b in buttons if b.data.rsplit(":", 1)[-1] == value)
-                incoming = Incoming("button", data)
-            outcome = assistant.handle(key, incoming)
-            for reply in outcome.replies:
-                if reply.buttons:
-                    buttons = reply.buttons
-            turns.append(messages_of(outcome))
-        result.append(turns)
-    return result
+    return [run.turns for run in dry_run(scripts, tmp, SECRET)]
 
 
 # --------------------------------------------------------------------------- the people
@@ -223,7 +162,7 @@ class Crowd:
 
 # --------------------------------------------------------------------------- the run
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    scripts = load_scripts()
+    scripts = [[*script, ("send", "/wis")] for script in load_scripts()]
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         expected = expected_messages(scripts, tmp)
