@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -294,6 +295,31 @@ def test_updates_are_confirmed_to_telegram_only_when_answered() -> None:
     stuck = UpdateTracker(give_up_after=0.0)
     stuck.take([Fake(1)], requested=1)  # type: ignore[list-item]
     assert stuck.offset_for(2) == 2  # a handler stuck for too long holds nothing back
+
+
+def test_polling_asks_again_as_soon_as_the_oldest_update_is_answered() -> None:
+    """getUpdates only hands out the 100 updates from the oldest unanswered one: the
+    moment that one is answered there is room, so the bot must not sit out its pause."""
+
+    class Fake:
+        def __init__(self, update_id: int) -> None:
+            self.update_id = update_id
+
+    async def scenario() -> tuple[float, float]:
+        tracker = UpdateTracker()
+        tracker.take([Fake(5), Fake(6)], requested=5)  # type: ignore[list-item]
+        began = time.monotonic()
+        waiting = asyncio.create_task(tracker.wait_for_room(5, pause=5.0))
+        await asyncio.sleep(0.05)
+        tracker.finish(6)  # a younger one: still no room
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        tracker.finish(5)
+        await asyncio.wait_for(waiting, 2.0)
+        return began, time.monotonic()
+
+    began, ended = asyncio.run(scenario())
+    assert ended - began < 1.0
 
 
 # ---------------------------------------------------------------------- webhook mode

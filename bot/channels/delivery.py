@@ -79,6 +79,8 @@ class UpdateTracker:
         waiter = self._answered.pop(update_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self._finished is not None:
+            self._finished.set()
 
     def expect(self, update_id: int) -> asyncio.Future[None]:
         """Done once the update has been answered (webhook mode: only then does Telegram
@@ -94,8 +96,6 @@ class UpdateTracker:
         waiter = self._answered.pop(update_id, None)
         if waiter is not None and not waiter.done():
             waiter.cancel()
-        if self._finished is not None:
-            self._finished.set()
 
     async def wait_for_room(self, offset: int, pause: float) -> None:
         """Until the oldest unfinished update, at or below `offset`, is answered (at most
