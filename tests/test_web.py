@@ -424,6 +424,51 @@ def test_letter_can_be_downloaded_as_txt(client: TestClient) -> None:
     assert download.text == content
 
 
+LETTER_PATH = (
+    "nl", "yes", "me", "adult", "image_abuse", "public", "reddit", "stranger", "no", "letter",
+    "reddit",
+)  # fmt: skip
+LETTER_URL = "https://www.reddit.com/r/example/comments/abc123"
+
+
+def _views_hold(client: TestClient, text: str) -> bool:
+    """Whether the server's memory of the last turns holds `text` anywhere."""
+    views = client.app.state.chat.views._views  # type: ignore[attr-defined]
+    return any(text in repr(view) for _, view in views.values())
+
+
+def test_a_letter_shown_without_script_is_not_kept_for_a_reload(client: TestClient) -> None:
+    client.get("/")
+    for option in LETTER_PATH:
+        press(client, option)
+    say(client, LETTER_URL)
+    say(client, "Sam de Vries")
+    shown = say(client, "sam@example.org")  # the redirect's GET shows the letter once
+    assert "Sam de Vries" in visible_text(shown)
+    assert not _views_hold(client, "Sam de Vries")
+    again = visible_text(client.get("/").text)
+    assert "Sam de Vries" not in again and "sam@example.org" not in again
+    assert "Hier stond je brief" in again
+    assert "Waar stuur je het naartoe?" in again  # the rest of the turn is still there
+
+
+def test_a_letter_shown_with_script_is_never_kept_in_memory(client: TestClient) -> None:
+    client.get("/")
+    for option in LETTER_PATH:
+        press(client, option)
+    say(client, LETTER_URL)
+    say(client, "Sam de Vries")
+    page = client.get("/").text
+    answer = client.post(
+        "/send",
+        data={"csrf": csrf_of(page), "text": "sam@example.org"},
+        headers={"X-Hulpwijzer": "fetch"},
+    ).json()
+    assert "Sam de Vries" in answer["html"]
+    assert not _views_hold(client, "Sam de Vries") and not _views_hold(client, "sam@example")
+    assert "Hier stond je brief" in visible_text(client.get("/").text)
+
+
 def test_letter_download_needs_the_token_and_a_safe_name(client: TestClient) -> None:
     page = client.get("/").text
     assert client.post("/letter", data={"filename": "a.txt", "content": "x"}).status_code == 403

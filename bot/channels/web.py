@@ -20,7 +20,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -220,10 +220,23 @@ class View:
     ended: bool = False
     notice: str | None = None
 
+    @property
+    def has_letter(self) -> bool:
+        return any(reply.document is not None for reply in self.replies)
+
+    def without_letters(self, note: str) -> View:
+        """This turn with each drafted letter (name, e-mail, links) replaced by `note`: what
+        is kept in memory for a reload once the page has shown the letter."""
+        if not self.has_letter:
+            return self
+        replies = tuple(Reply(note) if r.document is not None else r for r in self.replies)
+        return replace(self, replies=replies)
+
 
 class ViewCache:
     """The last turn per session, in memory only, so a reload or redirect shows it again.
-    Bounded; quick exit and /stop drop it; it expires with the session."""
+    Bounded; quick exit and /stop drop it; it expires with the session. A drafted letter
+    is kept only until a page has shown it once (`View.without_letters`)."""
 
     def __init__(self, max_entries: int, ttl_seconds: float) -> None:
         self.max_entries = max_entries
@@ -497,6 +510,8 @@ class WebChat:
                 view = self.view_of(outcome, lang)
             self.views.put(key, view)
         response = self.page(view, sid)
+        if view.has_letter:  # shown now: not kept for a reload
+            self.views.put(key, view.without_letters(self.ui(view.lang)["letter_not_kept"]))
         if new:
             self._set_cookie(response, request, sid)
         return response
@@ -519,7 +534,10 @@ class WebChat:
         kept_echo = echo if incoming.kind != "text" else None
         view = self.view_of(outcome, lang, echo=kept_echo)
         if not outcome.erase:
-            self.views.put(key, view)
+            # Without script the letter is shown by the redirect to GET /; with script it
+            # is in this answer already, so memory never holds it.
+            kept = view.without_letters(self.ui(lang)["letter_not_kept"]) if fetch else view
+            self.views.put(key, kept)
         log.info("web_turn kind=%s key=%s", incoming.kind, key[:12])
         if fetch:
             shown = self.view_of(outcome, lang, echo=echo)
