@@ -1,4 +1,5 @@
-"""Compare the embedded NLU engine with Rasa 3.6 on the held-out set in nlu/tests.
+"""Compare the embedded NLU engine with Rasa 3.6 on the held-out set in nlu/tests
+(or another with --tests, e.g. --tests tests_blind).
 
     .venv/bin/python bench/nlu_compare.py [--nlu nlu] [--skip-rasa] [--rasa-python PATH]
 
@@ -85,18 +86,22 @@ def quality(classifier: Any, tests: Path) -> dict[str, Any]:
     }
 
 
+# The held-out set, a folder under the NLU folder: "tests", or "tests_blind" (--tests).
+TESTS = "tests"
+
+
 def embedded_worker(nlu_dir: Path, cache_dir: Path) -> None:
     """Runs in a fresh process: first parse as soon as possible, then the measurements."""
     classifier = EmbeddedClassifier.load_or_train(nlu_dir, cache_dir)
     classifier.parse("hoi")
     print("ready", flush=True)
-    texts = [example.text for example in load_training_data(nlu_dir / "tests").examples]
+    texts = [example.text for example in load_training_data(nlu_dir / TESTS).examples]
     result: dict[str, Any] = dict(latencies(classifier, texts))
     # peak memory of the engine as the bot uses it, before evaluation adds its own; VmHWM,
     # not ru_maxrss, which Linux carries over from the (bigger) parent across fork+exec
     result["rss_mb"] = tree_peak_rss_mb(os.getpid())
     result["sklearn_loaded"] = "sklearn" in sys.modules
-    result.update(quality(classifier, nlu_dir / "tests"))
+    result.update(quality(classifier, nlu_dir / TESTS))
     result["from_cache"] = classifier.from_cache
     print(json.dumps(result), flush=True)
 
@@ -109,6 +114,7 @@ def run_embedded(nlu_dir: Path) -> dict[str, Any]:
         train_s = time.perf_counter() - started
         assert not trained.from_cache
         command = [sys.executable, __file__, "--embedded-worker", str(nlu_dir), str(cache_dir)]
+        command += ["--tests", TESTS]
         started = time.perf_counter()
         with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) as worker:
             assert worker.stdout is not None
@@ -230,10 +236,10 @@ def run_rasa(nlu_dir: Path, python: str, venv: Path) -> dict[str, Any]:
     try:
         cold_s = wait_for_first_parse(url, server, started, deadline=600)
         classifier = RasaClassifier(url, timeout=30.0)
-        texts = [example.text for example in load_training_data(nlu_dir / "tests").examples]
+        texts = [example.text for example in load_training_data(nlu_dir / TESTS).examples]
         result: dict[str, Any] = dict(latencies(classifier, texts))
         del result["p99_cpu_ms"]  # the client's CPU time says nothing about Rasa
-        result.update(quality(classifier, nlu_dir / "tests"))
+        result.update(quality(classifier, nlu_dir / TESTS))
         result["rss_mb"] = tree_peak_rss_mb(server.pid)
     finally:
         server.terminate()
@@ -295,13 +301,16 @@ def main() -> int:
     parser.add_argument("--rasa-venv", type=Path, default=ROOT / "var" / "rasa-venv")
     parser.add_argument("--verbose", action="store_true", help="print the full eval reports")
     parser.add_argument("--embedded-worker", nargs=2, metavar=("NLU_DIR", "CACHE"))
+    parser.add_argument("--tests", default="tests", help="the held-out folder under --nlu")
     args = parser.parse_args()
+    global TESTS
+    TESTS = args.tests
     if args.embedded_worker:
         embedded_worker(Path(args.embedded_worker[0]), Path(args.embedded_worker[1]))
         return 0
 
     nlu_dir = args.nlu.resolve()
-    tests = load_training_data(nlu_dir / "tests")
+    tests = load_training_data(nlu_dir / TESTS)
     train = load_training_data(nlu_dir / "data")
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"data: {len(train.examples)} training, {len(tests.examples)} test examples, "
