@@ -107,6 +107,17 @@ def say(client: TestClient, text: str) -> str:
     return response.text
 
 
+def say_with_script(client: TestClient, text: str) -> dict[str, object]:
+    """Type `text` the way the page's script sends it: the answer comes back as JSON."""
+    page = client.get("/").text
+    response = client.post(
+        "/send", data={"csrf": csrf_of(page), "text": text}, headers={"X-Hulpwijzer": "fetch"}
+    )
+    assert response.status_code == 200
+    answer: dict[str, object] = response.json()
+    return answer
+
+
 def session_rows(assistant: Assistant) -> int:
     path = assistant.store.path  # type: ignore[attr-defined]
     with sqlite3.connect(path) as db:
@@ -311,12 +322,7 @@ def test_free_text_is_answered_and_echoed_only_in_the_moment(
     client.get("/")
     for option in ("nl", "yes", "me", "a16_17"):
         press(client, option)
-    page = client.get("/").text
-    result = client.post(
-        "/send",
-        data={"csrf": csrf_of(page), "text": "ik <b>weet</b> het niet"},
-        headers={"X-Hulpwijzer": "fetch"},
-    ).json()
+    result = say_with_script(client, "ik <b>weet</b> het niet")
     assert "ik &lt;b&gt;weet&lt;/b&gt; het niet" in result["html"]
     assert "<b>" not in result["html"]
     # A reload shows the answer again, but the typed words are not kept for it.
@@ -458,13 +464,8 @@ def test_a_letter_shown_with_script_is_never_kept_in_memory(client: TestClient) 
         press(client, option)
     say(client, LETTER_URL)
     say(client, "Sam de Vries")
-    page = client.get("/").text
-    answer = client.post(
-        "/send",
-        data={"csrf": csrf_of(page), "text": "sam@example.org"},
-        headers={"X-Hulpwijzer": "fetch"},
-    ).json()
-    assert "Sam de Vries" in answer["html"]
+    answer = say_with_script(client, "sam@example.org")
+    assert "Sam de Vries" in str(answer["html"])
     assert not _views_hold(client, "Sam de Vries") and not _views_hold(client, "sam@example")
     assert "Hier stond je brief" in visible_text(client.get("/").text)
 
