@@ -338,10 +338,11 @@ async def run(
         result.in_flight_at_kill = len(crowd.in_flight())
         bot.kill()
         await bot.wait()
-        # Requests the bot wrote before it died may still be read and carried out now.
-        await tg.wait_for(lambda: tg.in_flight == 0, 15, "the dead bot's calls to end")
+        # Requests the bot wrote before it died may still be read and carried out now (a
+        # call faulted as a timeout ends only after READ_TIMEOUT + 3 s, as given up).
+        await tg.wait_for(lambda: tg.in_flight == 0, 30, "the dead bot's calls to end")
         await asyncio.sleep(0.2)
-        await tg.wait_for(lambda: tg.in_flight == 0, 15, "the dead bot's calls to end")
+        await tg.wait_for(lambda: tg.in_flight == 0, 30, "the dead bot's calls to end")
         seen = {p.user_id: _steps_after_kill(p) for p in people}
         store = _open_store(database)
         stored = {p.user_id: store.load(_key(p.user_id)) for p in people}
