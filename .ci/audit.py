@@ -10,13 +10,17 @@ gate that checks nothing look green. This runs pip-audit with JSON output and de
 - otherwise: say how many were audited (and skipped), exit 0.
 
 It asks PyPI's JSON API first and, when that audits nothing, OSV (api.osv.dev).
+`--osv-url URL` asks only that OSV API instead (a mirror of OSV, or the test's own server
+on 127.0.0.1 that proves the gate fails on a vulnerability); `--cache-dir` is pip-audit's.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +74,7 @@ def verdict(report: Any, service: str = "pypi") -> Verdict:
     )
 
 
-def run_pip_audit(service: str) -> tuple[Any, str]:
+def run_pip_audit(service: str, extra: Sequence[str] = ()) -> tuple[Any, str]:
     """One pip-audit run: the parsed JSON report (None if there is none) and why not."""
     command = [
         sys.executable,
@@ -83,6 +87,7 @@ def run_pip_audit(service: str) -> tuple[Any, str]:
         "json",
         "-s",
         service,
+        *extra,
     ]
     try:
         done = subprocess.run(  # noqa: S603 - a fixed command, no input from outside
@@ -97,10 +102,20 @@ def run_pip_audit(service: str) -> tuple[Any, str]:
         return None, errors[-1][:300] if errors else f"exit status {done.returncode}"
 
 
-def main() -> int:
+def main(argv: Sequence[str] = ()) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--osv-url", help="ask only this OSV API (a mirror, a test server)")
+    parser.add_argument("--cache-dir", help="pip-audit's cache folder")
+    args = parser.parse_args(list(argv))
+    services: Sequence[str] = SERVICES
+    extra: list[str] = []
+    if args.cache_dir:
+        extra += ["--cache-dir", args.cache_dir]
+    if args.osv_url:
+        services, extra = ("osv",), [*extra, "--osv-url", args.osv_url]
     reasons: list[str] = []
-    for service in SERVICES:
-        report, problem = run_pip_audit(service)
+    for service in services:
+        report, problem = run_pip_audit(service, extra)
         if report is None:
             reasons.append(f"{service}: {problem}")
             continue
@@ -117,4 +132,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import importlib.util
+import json
 import logging
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -364,7 +368,7 @@ def test_the_audit_passes_when_everything_it_could_audit_is_clean() -> None:
 def _fake_runs(monkeypatch: pytest.MonkeyPatch, answers: dict[str, tuple[Any, str]]) -> list[str]:
     asked: list[str] = []
 
-    def run(service: str) -> tuple[Any, str]:
+    def run(service: str, extra: Sequence[str] = ()) -> tuple[Any, str]:
         asked.append(service)
         return answers[service]
 
@@ -400,6 +404,85 @@ def test_the_audit_stops_at_pypi_when_it_works(
     asked = _fake_runs(monkeypatch, {"pypi": (CLEAN, ""), "osv": (VULNERABLE, "")})
     assert AUDIT.main() == 0 and asked == ["pypi"]
     capsys.readouterr()
+
+
+class FakeOsv(ThreadingHTTPServer):
+    """OSV's query API on 127.0.0.1: one known vulnerability in the installed PyYAML (a
+    pinned dependency), nothing for any other package."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        super().__init__(("127.0.0.1", 0), _OsvHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1/query"
+
+
+class _OsvHandler(BaseHTTPRequestHandler):
+    server: FakeOsv
+
+    def do_POST(self) -> None:  # the name http.server calls
+        query = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        name = query["package"]["name"]
+        self.server.asked.append(name)
+        answer: dict[str, Any] = {}
+        if name == "pyyaml":
+            answer = {
+                "vulns": [
+                    {
+                        "id": "GHSA-test-0000-0000",
+                        "aliases": ["CVE-2099-0001"],
+                        "summary": "made up for the test",
+                        "affected": [
+                            {
+                                "package": {"name": "pyyaml", "ecosystem": "PyPI"},
+                                "ranges": [
+                                    {
+                                        "type": "ECOSYSTEM",
+                                        "events": [{"introduced": "0"}, {"fixed": "99.0"}],
+                                    }
+                                ],
+                            }
+                        ],
+                    }
+                ]
+            }
+        body = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_real_pip_audit_run_fails_the_gate_on_a_vulnerable_pinned_dependency(
+    tmp_path: Path,
+) -> None:
+    """End to end, with the real pip-audit over the installed dependencies: only the
+    vulnerability database is ours (on 127.0.0.1), since none is reachable from CI here."""
+    server = FakeOsv()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        audit = [sys.executable, str(ROOT / ".ci" / "audit.py"), "--osv-url", server.url]
+        done = subprocess.run(
+            [*audit, "--cache-dir", str(tmp_path / "cache")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "pyyaml 6." in done.stdout and "fixed in 99.0" in done.stdout
+    assert "GHSA-test-0000-0000" in done.stdout and "CVE-2099-0001" in done.stdout
+    assert {"pyyaml", "aiohttp", "python-telegram-bot"} <= set(server.asked)
 
 
 def test_ci_runs_the_honest_audit() -> None:
