@@ -861,9 +861,9 @@ class ConstantTimeSecretHandler(ptb_webhook.TelegramHandler):
         lost every update in flight. Without a 2xx Telegram delivers the update again,
         and the turn journal skips or finishes it (bot/channels/delivery.py)."""
         bot = self.bot
-        update_id = _update_id(self.request.body) if isinstance(bot, AckAfterTurnBot) else None
+        update_id = _update_id(self.request.body)
         if update_id is None or not isinstance(bot, AckAfterTurnBot):
-            await super().post()
+            await super().post()  # nothing to wait for: PTB answers (400 for a bad body)
             return
         self._validate_post()  # no waiting for a request without the secret
         answered = bot.tracker.expect(update_id)
