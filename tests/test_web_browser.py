@@ -288,6 +288,12 @@ def test_keyboard_only_walk_to_the_plan(page: Page) -> None:
         ("Instagram", 0),
     ]
     for label, tabs in steps:
+        # The answer must be on screen first: until then the first option of the previous
+        # turn still has the focus, and a Tab would land there (CI saw it once).
+        expect(
+            page.locator("#current").get_by_role("button", name=label, exact=True)
+        ).to_be_visible()
+        expect(page.locator("#log")).not_to_have_attribute("aria-busy", "true")
         expect(page.locator("#current .options button").first).to_be_focused()
         for _ in range(tabs):
             page.keyboard.press("Tab")
