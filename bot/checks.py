@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from bot.config import PROJECT_ROOT
-from bot.directory import check_directory, load_directory
+from bot.directory import (
+    LAWS_FILE,
+    ORGANISATIONS_FILE,
+    PLATFORMS_FILE,
+    Directory,
+    check_directory,
+    load_directory,
+)
 from bot.errors import DataError
 from bot.flow import Flow, graph_problems, load_flow
 from bot.session import LANGUAGES
@@ -15,7 +23,7 @@ from bot.texts import Texts
 _NOT_PLATFORMS = {"unknown", "cancel"}
 
 
-def check_all(root: Path | None = None) -> list[str]:
+def check_all(root: Path | None = None, today: date | None = None) -> list[str]:
     """All problems of all files in one run; an empty list means the data is good."""
     base = root or PROJECT_ROOT
     data, responses = base / "data", base / "responses"
@@ -41,12 +49,15 @@ def check_all(root: Path | None = None) -> list[str]:
     problems += check_templates(responses / "letters")
     if flow is not None and texts is not None:
         problems += _text_keys(flow, texts, data / "flow.yml")
-    if flow is not None and not directory_problems:
-        problems += _references(flow, load_directory(data), data / "flow.yml")
-    if texts is not None and not directory_problems:
+    directory = None if directory_problems else load_directory(data)
+    if directory is not None:
+        problems += _verified_dates(directory, data, today or date.today())
+    if flow is not None and directory is not None:
+        problems += _references(flow, directory, data / "flow.yml")
+    if texts is not None and directory is not None:
         from bot.lesson import LESSONS_FILE, check_lessons
 
-        problems += check_lessons(data / LESSONS_FILE, texts, load_directory(data))
+        problems += check_lessons(data / LESSONS_FILE, texts, directory)
     return problems
 
 
@@ -89,4 +100,28 @@ def _references(flow: Flow, directory: object, where: Path) -> list[str]:
     for advice in flow.advice:
         if advice.org and advice.org not in orgs:
             found.append(f"{where}: advice {advice.id}: unknown organisation {advice.org!r}")
+    return found
+
+
+def _verified_dates(directory: Directory, data: Path, today: date) -> list[str]:
+    """Every fact needs the day someone checked it at its source (CONTRIBUTING.md promises it)."""
+    found: list[str] = []
+    files = (
+        (ORGANISATIONS_FILE, directory.organisations),
+        (PLATFORMS_FILE, directory.platforms),
+        (LAWS_FILE, directory.laws),
+    )
+    for name, entries in files:
+        for entry_id, entry in entries.items():
+            where = f"{data / name}: {entry_id}"
+            if entry.verified_on is None:
+                found.append(
+                    f"{where}: verified_on is missing: write the day you checked the source"
+                    " (YYYY-MM-DD)"
+                )
+            elif entry.verified_on > today:
+                found.append(
+                    f"{where}: verified_on {entry.verified_on} is in the future: write the day"
+                    " you checked the source"
+                )
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import yaml
@@ -81,3 +82,30 @@ def test_a_dead_end_is_reported(tmp_path: Path) -> None:
     flow["steps"]["goodbye"]["options"] = []
     flow_path.write_text(yaml.safe_dump(flow, allow_unicode=True), encoding="utf-8")
     assert any("goodbye is a dead end" in p for p in check_all(root))
+
+
+def test_a_fact_without_a_verified_date_is_reported(tmp_path: Path) -> None:
+    root = _copy_project(tmp_path)
+    laws_path = root / "data" / "laws.yml"
+    laws = yaml.safe_load(laws_path.read_text(encoding="utf-8"))
+    del laws[0]["verified_on"]
+    laws_path.write_text(yaml.safe_dump(laws, allow_unicode=True), encoding="utf-8")
+
+    problems = check_all(root)
+    assert any(
+        "laws.yml" in p and laws[0]["id"] in p and "verified_on is missing" in p for p in problems
+    ), problems
+
+
+def test_a_verified_date_in_the_future_is_reported(tmp_path: Path) -> None:
+    root = _copy_project(tmp_path)
+    orgs_path = root / "data" / "organisations.yml"
+    orgs = yaml.safe_load(orgs_path.read_text(encoding="utf-8"))
+    orgs[1]["verified_on"] = date(2026, 12, 4)
+    orgs_path.write_text(yaml.safe_dump(orgs, allow_unicode=True), encoding="utf-8")
+
+    problems = check_all(root, today=date(2026, 12, 3))
+    assert len(problems) == 1, problems
+    assert "organisations.yml" in problems[0] and orgs[1]["id"] in problems[0]
+    assert "2026-12-04" in problems[0] and "future" in problems[0]
+    assert check_all(root, today=date(2026, 12, 4)) == []  # checked today is fine
